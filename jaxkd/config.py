@@ -1,0 +1,627 @@
+"""The config system: typed sections with the original project's field names, presets as Python, overrides.
+
+A preset is a Python file in ``configs/`` with ``get_config(arg=None) -> ConfigDict`` that starts from
+:func:`base_config` (every field, with its default) and changes what it needs; ``arg`` picks a variant
+(``configs/deit_cifar.py:smoke``). :func:`load` imports a preset, applies ``--config.a.b=value`` overrides with
+type checks, validates the whole config before any work starts, and returns it locked.
+
+Sections follow SPEC.md §7 (top level, data, model, training, logging, vit, distillation, ss_distillation) and
+keep the original project's names and defaults, except where a comment says jaxkd differs; jaxkd's own fields are
+marked "jaxkd:". Bad input raises :class:`ConfigError` with one line naming the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import importlib.util
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import ml_collections
+from ml_collections import ConfigDict
+
+__all__ = [
+    "ConfigError", "base_config", "load", "validate", "apply_overrides", "add_config_args", "parse_config_args",
+    "to_dict", "to_json", "flatten", "image_shape", "precision", "VIT_VARIANTS", "apply_peer_augmentation", "shared_data",
+]
+
+VIT_VARIANTS = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
+# Native image shape (H, W, C) of the datasets jaxkd knows by name; 'custom' takes it from the data.
+DATASET_SHAPES = {"mnist": (28, 28, 1), "cifar": (32, 32, 3), "digits": (8, 8, 1)}
+SOURCE_KINDS = ("tfds:", "npz:", "mnist-idx:", "cifar-python:", "folder:")
+DINOV2_MODELS = tuple(f"dinov2_vit{s}14{r}" for s in "sblg" for r in ("", "_reg"))
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: the message names the field, the value and what is allowed."""
+
+
+def _section(**fields: Any) -> ConfigDict:
+    return ConfigDict(fields)
+
+
+def base_config() -> ConfigDict:
+    """Every config field with its default; presets start here. Unlocked so presets can edit it freely."""
+    aug = _section(
+        random_rotation=_section(enabled=False, degrees=10.0),
+        random_affine=_section(enabled=False, translate=0.1),
+        randaugment=_section(enabled=False, num_ops=2, magnitude=9),
+        cutout=_section(enabled=False, length=16),
+        random_crop=_section(enabled=False, padding=4),
+        random_flip=_section(enabled=False),
+        color_jitter=_section(enabled=False, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1),
+        auto_augment=_section(enabled=False, policy="cifar10"),
+        mixup=_section(enabled=False, alpha=1.0),
+        cutmix=_section(enabled=False, alpha=1.0),
+        mix_mode="sample",  # jaxkd: 'sample' (per sample, as the original) | 'batch'
+        mix_prob=1.0,  # jaxkd: probability of mixing a sample (or the batch)
+        switch_prob=0.5,  # jaxkd: P(cutmix) when both mixup and cutmix are enabled
+        teacher_view="student",  # jaxkd: 'student' (augmented batch, as the original) | 'clean' (dual view)
+    )
+    data = _section(
+        dataset="cifar",  # mnist | cifar | digits | custom
+        source="tfds:cifar10",  # jaxkd: tfds:NAME | npz:PATH | mnist-idx:DIR | cifar-python:PATH | folder:PATH | digits
+        data_dir="",  # jaxkd: TFDS data_dir / manual dir ('' = TFDS default). The original's data_path.
+        batch_size=64,  # jaxkd: the GLOBAL batch (the original's was per device)
+        eval_batch_size=0,  # jaxkd: 0 = batch_size
+        val_size=5000,  # jaxkd: examples held out from train for validation (the original validated on test)
+        image_size=0,  # 0 = the source's native size (the original: 224, custom datasets only)
+        max_examples=0,  # jaxkd: 0 = all; > 0 caps each split (train, val, test) deterministically (smoke runs)
+        normalization=_section(mean=[], std=[]),  # [] = per-dataset default (SPEC §5), else computed from train split
+        augmentation=aug,
+    )
+    model = _section(
+        model_type="adaptive_cnn",  # adaptive_cnn | deit
+        in_channels=3,
+        num_classes=10,
+        dropout=0.5,  # kept for YAML compatibility: the original's forward never used it (head_dropout does)
+        head_dropout=0.3,  # jaxkd: the CNN classifier's Dropout (hard-coded 0.3 in the original)
+        use_se=True,
+        cnn_variant="auto",  # jaxkd: auto (from data.dataset) | mnist | cifar
+    )
+    training = _section(
+        num_epochs=10,
+        learning_rate=1e-3,
+        weight_decay=5e-4,
+        optimizer="adamw",  # adam | adamw | sgd | rmsprop
+        momentum=0.9,  # jaxkd: sgd / rmsprop momentum (the original hard-coded 0.9)
+        nesterov=True,  # jaxkd: sgd Nesterov (the original's CIFAR CNN used it)
+        scheduler="cosine",  # cosine | step | exponential | plateau | constant
+        schedule_unit="epoch",  # jaxkd: epoch (as the original) | step
+        warmup_epochs=5,
+        gradient_clip_val=1.0,  # 0 = no clipping
+        gradient_accumulation_steps=1,
+        use_amp=False,  # jaxkd default False (original True): fp32 unless asked; with use_bf16 -> bf16 else fp16
+        use_bf16=True,
+        use_tf32=False,
+        early_stopping=_section(enabled=True, patience=10, min_delta=1e-3),
+        lr_scheduler_params=_section(T_max=0, eta_min=0.0, step_size=30, gamma=0.1, factor=0.1, patience=5),
+        label_smoothing=0.1,
+        use_swa=True,
+        swa_start_epoch=0.75,  # a fraction of num_epochs
+        swa_lr=5e-4,
+        weight_decay_mask="all",  # jaxkd: all (as the original) | deit (no decay on biases, norms, tokens, pos_embed)
+        ema=_section(enabled=False, decay=0.9999),  # jaxkd
+        max_steps_per_epoch=0,  # jaxkd: 0 = full epochs; > 0 caps an epoch (smoke runs)
+        log_every_steps=50,  # jaxkd: host sync interval for metrics / progress bar
+        eval_every_epochs=1,  # jaxkd
+    )
+    logging = _section(log_dir="", save_frequency=5, keep_checkpoints=3, progress_bar=True)
+    vit = _section(
+        variant="tiny",  # tiny | small | base | custom (custom: embed_dim / num_heads as given)
+        img_size=32,
+        patch_size=4,
+        embed_dim=192,
+        depth=12,
+        num_heads=3,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.1,
+        distillation=True,
+        convert_grayscale=True,
+        use_conv_stem=False,
+        cls_token_dropout=0.0,
+        inference_mode="avg",  # cls | dist | avg
+        ln_eps=1e-5,  # jaxkd: the original's nn.LayerNorm default (DeiT/timm use 1e-6)
+        attention="auto",  # jaxkd: auto | fused | cudnn | plain
+    )
+    distillation = _section(
+        enabled=False,  # jaxkd: CNN -> DeiT distillation on/off
+        teacher_checkpoint="",
+        teacher_model_type="adaptive_cnn",
+        distillation_type="hard",  # hard | soft
+        alpha=0.5,
+        tau=3.0,
+        distillation_warmup_epochs=0,
+        alpha_schedule="constant",  # constant | linear | cosine
+        alpha_start=0.0,
+        alpha_end=0.5,
+        kd_normalize="batch",  # jaxkd: batch (SPEC) | element (DeiT's code: / (B*K))
+    )
+    ss_distillation = _section(
+        enabled=False,  # jaxkd: self-supervised token distillation on/off
+        teacher_type="dinov2",  # dinov2 | jaxkd (a ViT/DeiT trained by jaxkd)
+        teacher_model_name="dinov2_vits14",
+        teacher_checkpoint="",  # jaxkd: path of the official weight file (e.g. dinov2_vits14_pretrain.pth)
+        teacher_img_size=224,  # jaxkd
+        teacher_normalization="imagenet",  # jaxkd: imagenet (DINOv2's own) | dataset (the original used CIFAR stats)
+        token_layers=[6, 11],
+        projection_dim=256,
+        projection_hidden_dim=512,  # jaxkd
+        lambda_tok=1.0,
+        token_loss_type="cosine",  # cosine | mse | cka_linear | cka_rbf | gram
+        lambda_rel=0.1,
+        correlation_temperature=0.1,
+        correlation_loss_type="kl",  # kl | frobenius
+        use_pooled_correlation=True,
+        correlation_full_reduction="row_mean",  # jaxkd: row_mean | peer_batchmean (the original's N x row mean)
+        rel_warmup_epochs=10,
+        projector_warmup_epochs=0,
+        teacher_projector="trainable",  # jaxkd: trainable (as the original) | frozen | identity
+    )
+    return ConfigDict(dict(
+        experiment_name="default", seed=42, output_dir="./outputs",
+        data=data, model=model, training=training, logging=logging, vit=vit,
+        distillation=distillation, ss_distillation=ss_distillation,
+    ))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Flattening and types
+
+def flatten(cfg: ConfigDict | dict, prefix: str = "") -> dict[str, Any]:
+    """{'a.b.c': leaf} for every leaf of a (nested) config."""
+    out: dict[str, Any] = {}
+    items = cfg.items() if isinstance(cfg, (dict, ConfigDict)) else []
+    for k, v in items:
+        key = f"{prefix}{k}"
+        if isinstance(v, (dict, ConfigDict)):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def to_dict(cfg: ConfigDict) -> dict:
+    return cfg.to_dict() if isinstance(cfg, ConfigDict) else dict(cfg)
+
+
+def to_json(cfg: ConfigDict, indent: int = 2) -> str:
+    return json.dumps(to_dict(cfg), indent=indent, sort_keys=True)
+
+
+def _type_name(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, list):
+        inner = {_type_name(x) for x in v} or {"float"}
+        return f"list[{'|'.join(sorted(inner))}]"
+    return type(v).__name__
+
+
+def _coerce(path: str, value: Any, default: Any) -> Any:
+    """Checks `value` against the type of `default`; ints are accepted for floats (and converted)."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, list):
+        if isinstance(value, (list, tuple)):
+            elem = default[0] if default else 0.0  # an empty default list holds floats
+            return [_coerce(f"{path}[{i}]", x, elem) for i, x in enumerate(value)]
+    raise ConfigError(
+        f"config field '{path}' = {value!r} has type {_type_name(value)}; expected {_type_name(default)}")
+
+
+def _parse_literal(path: str, text: str, default: Any) -> Any:
+    """Parses an override's text by the field's type ('true'/'false' for bools, lists as [1, 2] or 1,2)."""
+    t = text.strip()
+    if isinstance(default, bool):
+        low = t.lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"config field '{path}' = {text!r}: expected a bool (true / false)")
+    if isinstance(default, str):
+        if len(t) >= 2 and t[0] == t[-1] and t[0] in "'\"":
+            return t[1:-1]
+        return text
+    if isinstance(default, list) and not t.startswith("["):
+        t = f"[{t}]"
+    try:
+        value = ast.literal_eval(t)
+    except (ValueError, SyntaxError):
+        raise ConfigError(
+            f"config field '{path}' = {text!r}: not a valid {_type_name(default)} literal") from None
+    return _coerce(path, value, default)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation rules: path -> check(value, cfg) returning an error text (what is allowed) or None.
+
+def _choice(*allowed: str) -> Callable:
+    return lambda v, c: None if v in allowed else f"must be one of {', '.join(map(repr, allowed))}"
+
+
+def _rng(lo: float | None = None, hi: float | None = None, lo_open: bool = False, hi_open: bool = False):
+    def check(v, c):
+        vals = v if isinstance(v, list) else [v]
+        for x in vals:
+            if isinstance(x, float) and not math.isfinite(x):
+                return "must be finite"
+            if lo is not None and (x < lo or (lo_open and x == lo)):
+                break
+            if hi is not None and (x > hi or (hi_open and x == hi)):
+                break
+        else:
+            return None
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        return f"must be in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+    return check
+
+
+def _source(v, c):
+    if v == "digits" or (any(v.startswith(k) for k in SOURCE_KINDS) and v.split(":", 1)[1]):
+        return None
+    return "must be 'digits' or one of " + ", ".join(f"'{k}...'" for k in SOURCE_KINDS)
+
+
+A = "data.augmentation."
+RULES: dict[str, Callable] = {
+    "seed": _rng(0),
+    "data.dataset": _choice("mnist", "cifar", "digits", "custom"),
+    "data.source": _source,
+    "data.batch_size": _rng(1),
+    "data.eval_batch_size": _rng(0),
+    "data.val_size": _rng(0),
+    "data.image_size": _rng(0),
+    "data.max_examples": _rng(0),
+    "data.normalization.std": lambda v, c: None if all(x > 0 for x in v) else "must be > 0",
+    "data.normalization.mean": lambda v, c: (
+        None if len(v) == len(c.data.normalization.std) else "must have as many entries as data.normalization.std"),
+    A + "random_rotation.degrees": _rng(0, 180),
+    A + "random_affine.translate": _rng(0, 1, hi_open=True),
+    A + "randaugment.num_ops": _rng(0, 14),
+    A + "randaugment.magnitude": _rng(0, 30),
+    A + "cutout.length": _rng(0),
+    A + "random_crop.padding": _rng(0),
+    A + "color_jitter.brightness": _rng(0),
+    A + "color_jitter.contrast": _rng(0),
+    A + "color_jitter.saturation": _rng(0),
+    A + "color_jitter.hue": _rng(0, 0.5),
+    A + "auto_augment.policy": _choice("cifar10"),
+    A + "mixup.alpha": _rng(0, lo_open=True),
+    A + "cutmix.alpha": _rng(0, lo_open=True),
+    A + "mix_mode": _choice("sample", "batch"),
+    A + "mix_prob": _rng(0, 1),
+    A + "switch_prob": _rng(0, 1),
+    A + "teacher_view": _choice("student", "clean"),
+    "model.model_type": _choice("adaptive_cnn", "deit"),
+    "model.in_channels": _rng(1),
+    "model.num_classes": _rng(2),
+    "model.dropout": _rng(0, 1, hi_open=True),
+    "model.head_dropout": _rng(0, 1, hi_open=True),
+    "model.cnn_variant": _choice("auto", "mnist", "cifar"),
+    "training.num_epochs": _rng(1),
+    "training.learning_rate": _rng(0, lo_open=True),
+    "training.weight_decay": _rng(0),
+    "training.optimizer": _choice("adam", "adamw", "sgd", "rmsprop"),
+    "training.momentum": _rng(0, 1, hi_open=True),
+    "training.scheduler": _choice("cosine", "step", "exponential", "plateau", "constant"),
+    "training.schedule_unit": _choice("epoch", "step"),
+    "training.warmup_epochs": lambda v, c: (
+        None if 0 <= v < c.training.num_epochs else f"must be in [0, training.num_epochs = {c.training.num_epochs})"),
+    "training.gradient_clip_val": _rng(0),
+    "training.gradient_accumulation_steps": _rng(1),
+    "training.early_stopping.patience": _rng(1),
+    "training.early_stopping.min_delta": _rng(0),
+    "training.lr_scheduler_params.T_max": _rng(0),
+    "training.lr_scheduler_params.eta_min": _rng(0),
+    "training.lr_scheduler_params.step_size": _rng(1),
+    "training.lr_scheduler_params.gamma": _rng(0, 1, lo_open=True),
+    "training.lr_scheduler_params.factor": _rng(0, 1, lo_open=True, hi_open=True),
+    "training.lr_scheduler_params.patience": _rng(0),
+    "training.label_smoothing": _rng(0, 1, hi_open=True),
+    "training.swa_start_epoch": _rng(0, 1, lo_open=True),
+    "training.swa_lr": _rng(0, lo_open=True),
+    "training.weight_decay_mask": _choice("all", "deit"),
+    "training.ema.decay": _rng(0, 1, lo_open=True, hi_open=True),
+    "training.max_steps_per_epoch": _rng(0),
+    "training.log_every_steps": _rng(1),
+    "training.eval_every_epochs": _rng(1),
+    "logging.save_frequency": _rng(1),
+    "logging.keep_checkpoints": _rng(1),
+    "vit.variant": _choice("tiny", "small", "base", "custom"),
+    "vit.img_size": _rng(1),
+    "vit.patch_size": lambda v, c: (
+        None if v >= 1 and c.vit.img_size % v == 0 else
+        f"must divide vit.img_size = {c.vit.img_size} (allowed: "
+        f"{', '.join(str(d) for d in range(1, c.vit.img_size + 1) if c.vit.img_size % d == 0)})"),
+    "vit.embed_dim": _rng(1),
+    "vit.depth": _rng(1),
+    "vit.num_heads": lambda v, c: (
+        None if v >= 1 and c.vit.embed_dim % v == 0 else
+        f"must divide vit.embed_dim = {c.vit.embed_dim} (allowed: "
+        f"{', '.join(str(d) for d in range(1, min(c.vit.embed_dim, 64) + 1) if c.vit.embed_dim % d == 0)})"),
+    "vit.mlp_ratio": _rng(0, lo_open=True),
+    "vit.drop_rate": _rng(0, 1, hi_open=True),
+    "vit.attn_drop_rate": _rng(0, 1, hi_open=True),
+    "vit.drop_path_rate": _rng(0, 1, hi_open=True),
+    "vit.cls_token_dropout": _rng(0, 1, hi_open=True),
+    "vit.inference_mode": lambda v, c: (
+        _choice("cls", "dist", "avg")(v, c) or
+        (None if v == "cls" or c.vit.distillation else "needs vit.distillation = true (a dist token); use 'cls'")),
+    "vit.ln_eps": _rng(0, lo_open=True),
+    "vit.attention": _choice("auto", "fused", "cudnn", "plain"),
+    "distillation.teacher_model_type": _choice("adaptive_cnn", "deit"),
+    "distillation.distillation_type": _choice("hard", "soft"),
+    "distillation.alpha": _rng(0, 1),
+    "distillation.tau": _rng(0, lo_open=True),
+    "distillation.distillation_warmup_epochs": _rng(0),
+    "distillation.alpha_schedule": _choice("constant", "linear", "cosine"),
+    "distillation.alpha_start": _rng(0, 1),
+    "distillation.alpha_end": _rng(0, 1),
+    "distillation.kd_normalize": _choice("batch", "element"),
+    "ss_distillation.teacher_type": _choice("dinov2", "jaxkd"),
+    "ss_distillation.teacher_model_name": _choice(*DINOV2_MODELS),
+    "ss_distillation.teacher_img_size": _rng(1),
+    "ss_distillation.teacher_normalization": _choice("imagenet", "dataset"),
+    "ss_distillation.token_layers": lambda v, c: (
+        None if not c.ss_distillation.enabled or (v and all(0 <= i < c.vit.depth for i in v)) else
+        f"must be a non-empty list of block indices in [0, vit.depth = {c.vit.depth})"),
+    "ss_distillation.projection_dim": _rng(1),
+    "ss_distillation.projection_hidden_dim": _rng(1),
+    "ss_distillation.lambda_tok": _rng(0),
+    "ss_distillation.token_loss_type": _choice("cosine", "mse", "cka_linear", "cka_rbf", "gram"),
+    "ss_distillation.lambda_rel": _rng(0),
+    "ss_distillation.correlation_temperature": _rng(0, lo_open=True),
+    "ss_distillation.correlation_loss_type": _choice("kl", "frobenius"),
+    "ss_distillation.correlation_full_reduction": _choice("row_mean", "peer_batchmean"),
+    "ss_distillation.rel_warmup_epochs": _rng(0),
+    "ss_distillation.projector_warmup_epochs": _rng(0),
+    "ss_distillation.teacher_projector": _choice("trainable", "frozen", "identity"),
+}
+
+
+PEER_AUGMENTATION = {
+    # SPEC §5: the original project's training pipelines.
+    "mnist": {"random_rotation": dict(enabled=True, degrees=10.0), "random_affine": dict(enabled=True, translate=0.1),
+              "randaugment": dict(enabled=True, num_ops=2, magnitude=9), "cutout": dict(enabled=True, length=8)},
+    "cifar": {"random_crop": dict(enabled=True, padding=4), "random_flip": dict(enabled=True),
+              "color_jitter": dict(enabled=True, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1),
+              "auto_augment": dict(enabled=True, policy="cifar10"),
+              "randaugment": dict(enabled=True, num_ops=2, magnitude=9), "cutout": dict(enabled=True, length=16)},
+}
+
+
+def apply_peer_augmentation(cfg: ConfigDict, name: str) -> ConfigDict:
+    """Turns on the original project's training pipeline 'mnist' or 'cifar' (SPEC §5) in cfg.data.augmentation."""
+    if name not in PEER_AUGMENTATION:
+        raise ConfigError(f"unknown peer pipeline {name!r}: choose one of {', '.join(PEER_AUGMENTATION)}")
+    for op, fields in PEER_AUGMENTATION[name].items():
+        cfg.data.augmentation[op].update(fields)
+    return cfg
+
+
+def shared_data(name: str) -> str:
+    """Path of a file in the project's shared data folder: $JAXKD_SHARED_DATA, else <repo>/../shared/data."""
+    env = os.environ.get("JAXKD_SHARED_DATA")
+    root = Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return str(root / name)
+
+
+def image_shape(cfg: ConfigDict) -> tuple[int, int, int] | None:
+    """(H, W, C) the model sees, when the config fixes it (data.image_size or a named dataset), else None."""
+    shape = DATASET_SHAPES.get(cfg.data.dataset)
+    if cfg.data.image_size:
+        c = shape[2] if shape else cfg.model.in_channels
+        return (cfg.data.image_size, cfg.data.image_size, c)
+    return shape
+
+
+def precision(cfg: ConfigDict) -> str:
+    """'float32', 'bfloat16' or 'float16' from the original's use_amp / use_bf16 pair."""
+    if not cfg.training.use_amp:
+        return "float32"
+    return "bfloat16" if cfg.training.use_bf16 else "float16"
+
+
+def _cross_checks(cfg: ConfigDict) -> Iterable[str]:
+    """Rules that tie sections together; yields one message per problem."""
+    shape = image_shape(cfg)
+    if shape is not None and cfg.model.in_channels != shape[2]:
+        yield (f"config field 'model.in_channels' = {cfg.model.in_channels} does not match data.dataset "
+               f"'{cfg.data.dataset}' ({shape[2]} channels): set --config.model.in_channels={shape[2]}")
+    if cfg.model.model_type == "deit" and shape is not None and cfg.vit.img_size != shape[0]:
+        yield (f"config field 'vit.img_size' = {cfg.vit.img_size} does not match the {cfg.data.dataset} images "
+               f"({shape[0]} px): set --config.vit.img_size={shape[0]}")
+    if cfg.vit.variant != "custom":
+        dims = VIT_VARIANTS[cfg.vit.variant]
+        if (cfg.vit.embed_dim, cfg.vit.num_heads) != dims:
+            yield (f"config fields 'vit.embed_dim' / 'vit.num_heads' = {cfg.vit.embed_dim} / {cfg.vit.num_heads} "
+                   f"contradict vit.variant '{cfg.vit.variant}' ({dims[0]} / {dims[1]}): use vit.variant=custom")
+    if cfg.distillation.enabled and cfg.ss_distillation.enabled:
+        yield "config fields 'distillation.enabled' and 'ss_distillation.enabled' are both true: choose one mode"
+    if cfg.distillation.enabled or cfg.ss_distillation.enabled:
+        if cfg.model.model_type != "deit":
+            yield "distillation trains a DeiT student: set --config.model.model_type=deit"
+    if cfg.distillation.enabled:
+        if not cfg.distillation.teacher_checkpoint:
+            yield ("config field 'distillation.teacher_checkpoint' is empty: give a jaxkd workdir, checkpoint or "
+                   ".pth file of the teacher")
+        if not cfg.vit.distillation:
+            yield "CNN -> DeiT distillation needs the dist token: set --config.vit.distillation=true"
+        if cfg.distillation.distillation_warmup_epochs >= cfg.training.num_epochs:
+            yield (f"config field 'distillation.distillation_warmup_epochs' = "
+                   f"{cfg.distillation.distillation_warmup_epochs} must be < training.num_epochs")
+    if cfg.training.optimizer in ("sgd", "rmsprop") and cfg.training.weight_decay_mask not in ("all", "deit"):
+        yield "config field 'training.weight_decay_mask' must be 'all' or 'deit'"
+    if cfg.data.eval_batch_size == 0 and cfg.data.batch_size <= 0:
+        yield "config field 'data.batch_size' must be >= 1"
+
+
+def validate(cfg: ConfigDict) -> ConfigDict:
+    """Checks names, types and values of every field against :func:`base_config` and the rules above.
+
+    Raises ConfigError on the first problem, with a message naming the field and the allowed values.
+    """
+    base = flatten(base_config())
+    got = flatten(cfg)
+    for key in got:
+        if key not in base:
+            hint = difflib.get_close_matches(key, base.keys(), n=1)
+            raise ConfigError(f"unknown config field '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    for key in base:
+        if key not in got:
+            raise ConfigError(f"config field '{key}' is missing (start presets from jaxkd.config.base_config())")
+    for key, value in got.items():
+        coerced = _coerce(key, value, base[key])
+        rule = RULES.get(key)
+        if rule is not None:
+            problem = rule(coerced, cfg)
+            if problem:
+                raise ConfigError(f"config field '{key}' = {value!r} {problem}")
+    for problem in _cross_checks(cfg):
+        raise ConfigError(problem)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading presets and overrides
+
+def _split_override(item: str) -> tuple[str, str]:
+    text = item[2:] if item.startswith("--") else item
+    if text.startswith("config."):
+        text = text[len("config."):]
+    if "=" not in text:
+        raise ConfigError(f"override '{item}' needs the form --config.section.field=value")
+    key, value = text.split("=", 1)
+    return key.strip(), value
+
+
+def apply_overrides(cfg: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
+    """Applies '--config.a.b=value' (or 'a.b=value') overrides, parsed by the field's type."""
+    base = flatten(base_config())
+    for item in overrides:
+        key, text = _split_override(item)
+        if key not in base:
+            hint = difflib.get_close_matches(key, base.keys(), n=1)
+            raise ConfigError(f"unknown config field '{key}' in override '{item}'"
+                              + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        value = _parse_literal(key, text, base[key])
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        with node.unlocked():
+            node[leaf] = value
+        if key == "vit.variant" and value in VIT_VARIANTS:
+            # Choosing a variant on the command line brings its width and heads along.
+            with cfg.vit.unlocked():
+                cfg.vit.embed_dim, cfg.vit.num_heads = VIT_VARIANTS[value]
+    return cfg
+
+
+def _import_preset(path: Path):
+    name = f"jaxkd_preset_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"config file '{path}' cannot be imported: give a .py preset, e.g. configs/deit_cifar.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))  # presets may build on their siblings (deit_cifar on vit_cifar)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file '{path}' has no get_config(arg=None) function")
+    return module
+
+
+def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
+    """Loads 'configs/NAME.py[:arg]', applies overrides, validates, and returns the locked config.
+
+    A bare preset name ('deit_cifar:smoke') is looked up in the repository's configs/ folder.
+    """
+    path_text, _, arg = spec.partition(":")
+    path = Path(path_text)
+    if not path.suffix:
+        path = Path(__file__).resolve().parent.parent / "configs" / f"{path_text}.py"
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found: give a preset such as configs/deit_cifar.py[:smoke]")
+    module = _import_preset(path)
+    try:
+        cfg = module.get_config(arg or None)
+    except ConfigError:
+        raise
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
+        raise ConfigError(f"config file '{path}' with arg {arg!r} failed: {e}") from None
+    if not isinstance(cfg, ConfigDict):
+        raise ConfigError(f"config file '{path}': get_config must return an ml_collections.ConfigDict")
+    cfg = ConfigDict(cfg.to_dict())  # a fresh copy, detached from the preset's references
+    apply_overrides(cfg, overrides)
+    validate(cfg)
+    # Normalise int-for-float values so the resolved config has the schema's types.
+    base = flatten(base_config())
+    for key, value in flatten(cfg).items():
+        coerced = _coerce(key, value, base[key])
+        if coerced is not value:
+            *parents, leaf = key.split(".")
+            node = cfg
+            for p in parents:
+                node = node[p]
+            node[leaf] = coerced
+    cfg.lock()
+    return cfg
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds --config PRESET[:arg]; '--config.a.b=value' overrides are collected by parse_config_args."""
+    parser.add_argument("--config", required=True, help="preset file, e.g. configs/deit_cifar.py:smoke")
+    return parser
+
+
+def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None):
+    """Parses argv; returns (args, config). Overrides are the '--config.x.y=value' items (or '--config.x.y value')."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides, rest, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--config."):
+            if "=" not in a and i + 1 < len(argv):
+                a = f"{a}={argv[i + 1]}"
+                i += 1
+            overrides.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    args = parser.parse_args(rest)
+    return args, load(args.config, overrides)
+
+
+def main_guard(fn: Callable[[], int | None]) -> None:
+    """Runs a CLI main: ConfigError and other user errors become one line on stderr and exit code 2."""
+    try:
+        code = fn()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)
