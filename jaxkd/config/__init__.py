@@ -1,0 +1,262 @@
+"""The config system: typed sections with the original project's field names, presets as Python, overrides.
+
+A preset is a Python file in ``configs/`` with ``get_config(arg=None) -> ConfigDict`` that starts from
+:func:`base_config` (every field, with its default) and changes what it needs; ``arg`` picks a variant
+(``configs/deit_cifar.py:smoke``). :func:`load` imports a preset, applies ``--config.a.b=value`` overrides with
+type checks, validates the whole config before any work starts, and returns it locked.
+
+Sections follow SPEC.md §7 (top level, data, model, training, logging, vit, distillation, ss_distillation) and
+keep the original project's names and defaults, except where a comment says jaxkd differs; jaxkd's own fields are
+marked "jaxkd:". Bad input raises :class:`ConfigError` with one line naming the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ml_collections import ConfigDict
+
+__all__ = [
+    "ConfigError", "base_config", "load", "validate", "apply_overrides", "add_config_args", "parse_config_args",
+    "to_dict", "to_json", "flatten", "image_shape", "precision", "VIT_VARIANTS", "apply_peer_augmentation",
+    "shared_data",
+]
+
+from jaxkd.config.schema import (  # noqa: F401  (re-exported)
+    DATASET_SHAPES, DINOV2_MODELS, PEER_AUGMENTATION, RULES, SOURCE_KINDS, VIT_VARIANTS, ConfigError,
+    _cross_checks, apply_peer_augmentation, base_config, image_shape, precision, shared_data,
+)
+
+# ----------------------------------------------------------------------------------------------------------------
+# Flattening and types
+
+def flatten(cfg: ConfigDict | dict, prefix: str = "") -> dict[str, Any]:
+    """{'a.b.c': leaf} for every leaf of a (nested) config."""
+    out: dict[str, Any] = {}
+    items = cfg.items() if isinstance(cfg, (dict, ConfigDict)) else []
+    for k, v in items:
+        key = f"{prefix}{k}"
+        if isinstance(v, (dict, ConfigDict)):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def to_dict(cfg: ConfigDict) -> dict:
+    return cfg.to_dict() if isinstance(cfg, ConfigDict) else dict(cfg)
+
+
+def to_json(cfg: ConfigDict, indent: int = 2) -> str:
+    return json.dumps(to_dict(cfg), indent=indent, sort_keys=True)
+
+
+def _type_name(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, list):
+        inner = {_type_name(x) for x in v} or {"float"}
+        return f"list[{'|'.join(sorted(inner))}]"
+    return type(v).__name__
+
+
+def _coerce(path: str, value: Any, default: Any) -> Any:
+    """Checks `value` against the type of `default`; ints are accepted for floats (and converted)."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, list):
+        if isinstance(value, (list, tuple)):
+            elem = default[0] if default else 0.0  # an empty default list holds floats
+            return [_coerce(f"{path}[{i}]", x, elem) for i, x in enumerate(value)]
+    raise ConfigError(
+        f"config field '{path}' = {value!r} has type {_type_name(value)}; expected {_type_name(default)}")
+
+
+def _parse_literal(path: str, text: str, default: Any) -> Any:
+    """Parses an override's text by the field's type ('true'/'false' for bools, lists as [1, 2] or 1,2)."""
+    t = text.strip()
+    if isinstance(default, bool):
+        low = t.lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"config field '{path}' = {text!r}: expected a bool (true / false)")
+    if isinstance(default, str):
+        if len(t) >= 2 and t[0] == t[-1] and t[0] in "'\"":
+            return t[1:-1]
+        return text
+    if isinstance(default, list) and not t.startswith("["):
+        t = f"[{t}]"
+    try:
+        value = ast.literal_eval(t)
+    except (ValueError, SyntaxError):
+        raise ConfigError(
+            f"config field '{path}' = {text!r}: not a valid {_type_name(default)} literal") from None
+    return _coerce(path, value, default)
+
+
+def validate(cfg: ConfigDict) -> ConfigDict:
+    """Checks names, types and values of every field against :func:`base_config` and the rules above.
+
+    Raises ConfigError on the first problem, with a message naming the field and the allowed values.
+    """
+    base = flatten(base_config())
+    got = flatten(cfg)
+    for key in got:
+        if key not in base:
+            hint = difflib.get_close_matches(key, base.keys(), n=1)
+            raise ConfigError(f"unknown config field '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    for key in base:
+        if key not in got:
+            raise ConfigError(f"config field '{key}' is missing (start presets from jaxkd.config.base_config())")
+    for key, value in got.items():
+        coerced = _coerce(key, value, base[key])
+        rule = RULES.get(key)
+        if rule is not None:
+            problem = rule(coerced, cfg)
+            if problem:
+                raise ConfigError(f"config field '{key}' = {value!r} {problem}")
+    for problem in _cross_checks(cfg):
+        raise ConfigError(problem)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading presets and overrides
+
+def _split_override(item: str) -> tuple[str, str]:
+    text = item[2:] if item.startswith("--") else item
+    if text.startswith("config."):
+        text = text[len("config."):]
+    if "=" not in text:
+        raise ConfigError(f"override '{item}' needs the form --config.section.field=value")
+    key, value = text.split("=", 1)
+    return key.strip(), value
+
+
+def apply_overrides(cfg: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
+    """Applies '--config.a.b=value' (or 'a.b=value') overrides, parsed by the field's type."""
+    base = flatten(base_config())
+    for item in overrides:
+        key, text = _split_override(item)
+        if key not in base:
+            hint = difflib.get_close_matches(key, base.keys(), n=1)
+            raise ConfigError(f"unknown config field '{key}' in override '{item}'"
+                              + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        value = _parse_literal(key, text, base[key])
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        with node.unlocked():
+            node[leaf] = value
+        if key == "vit.variant" and value in VIT_VARIANTS:
+            # Choosing a variant on the command line brings its width and heads along.
+            with cfg.vit.unlocked():
+                cfg.vit.embed_dim, cfg.vit.num_heads = VIT_VARIANTS[value]
+    return cfg
+
+
+def _import_preset(path: Path):
+    name = f"jaxkd_preset_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"config file '{path}' cannot be imported: give a .py preset, e.g. configs/deit_cifar.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))  # presets may build on their siblings (deit_cifar on vit_cifar)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file '{path}' has no get_config(arg=None) function")
+    return module
+
+
+def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
+    """Loads 'configs/NAME.py[:arg]', applies overrides, validates, and returns the locked config.
+
+    A bare preset name ('deit_cifar:smoke') is looked up in the repository's configs/ folder.
+    """
+    path_text, _, arg = spec.partition(":")
+    path = Path(path_text)
+    if not path.suffix:
+        path = Path(__file__).resolve().parents[2] / "configs" / f"{path_text}.py"
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found: give a preset such as configs/deit_cifar.py[:smoke]")
+    module = _import_preset(path)
+    try:
+        cfg = module.get_config(arg or None)
+    except ConfigError:
+        raise
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
+        raise ConfigError(f"config file '{path}' with arg {arg!r} failed: {e}") from None
+    if not isinstance(cfg, ConfigDict):
+        raise ConfigError(f"config file '{path}': get_config must return an ml_collections.ConfigDict")
+    cfg = ConfigDict(cfg.to_dict())  # a fresh copy, detached from the preset's references
+    apply_overrides(cfg, overrides)
+    validate(cfg)
+    # Normalise int-for-float values so the resolved config has the schema's types.
+    base = flatten(base_config())
+    for key, value in flatten(cfg).items():
+        coerced = _coerce(key, value, base[key])
+        if coerced is not value:
+            *parents, leaf = key.split(".")
+            node = cfg
+            for p in parents:
+                node = node[p]
+            node[leaf] = coerced
+    cfg.lock()
+    return cfg
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds --config PRESET[:arg]; '--config.a.b=value' overrides are collected by parse_config_args."""
+    parser.add_argument("--config", required=True, help="preset file, e.g. configs/deit_cifar.py:smoke")
+    return parser
+
+
+def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None):
+    """Parses argv; returns (args, config). Overrides are the '--config.x.y=value' items (or '--config.x.y value')."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides, rest, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--config."):
+            if "=" not in a and i + 1 < len(argv):
+                a = f"{a}={argv[i + 1]}"
+                i += 1
+            overrides.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    args = parser.parse_args(rest)
+    return args, load(args.config, overrides)
+
+
+def main_guard(fn: Callable[[], int | None]) -> None:
+    """Runs a CLI main: ConfigError and other user errors become one line on stderr and exit code 2."""
+    try:
+        code = fn()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)
