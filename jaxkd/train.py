@@ -1,0 +1,299 @@
+"""`python -m jaxkd.train --config configs/<preset>.py[:arg] --workdir DIR [--config.x.y=value ...]`
+
+The one trainer of every mode: supervised CNN or ViT, CNN -> DeiT distillation and token distillation differ only
+in the task (jaxkd.tasks / jaxkd.distill) and the teacher it carries. Sections: distributed, mesh, input, model,
+update, shard, checkpoint, evals, loop, report.
+
+Writes to the workdir: config.json (resolved), metrics.jsonl (train: loss, accuracy, lr, grad_norm, images/s per
+log interval; val: per epoch), checkpoints/, and at the end model/ (inference weights), test_report.txt,
+report.json, training_curves.png, confusion_matrix.png and summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxkd import checkpoint as ckpt_lib
+from jaxkd import config as config_lib
+from jaxkd import models, optim, reporting, steps, tasks
+from jaxkd.config import ConfigError
+
+__all__ = ["train", "main", "evaluate_split", "maybe_initialize_distributed"]
+
+
+def maybe_initialize_distributed() -> None:
+    """jax.distributed.initialize() when the environment asks for several processes.
+
+    JAXKD_COORDINATOR (host:port), JAXKD_NUM_PROCESSES and JAXKD_PROCESS_ID name them explicitly; otherwise a
+    cluster environment JAX detects itself (SLURM, Open MPI, ...) with JAXKD_DISTRIBUTED=1.
+    """
+    if jax.distributed.is_initialized() if hasattr(jax.distributed, "is_initialized") else False:
+        return
+    coord = os.environ.get("JAXKD_COORDINATOR")
+    if coord:
+        jax.distributed.initialize(coordinator_address=coord,
+                                   num_processes=int(os.environ["JAXKD_NUM_PROCESSES"]),
+                                   process_id=int(os.environ["JAXKD_PROCESS_ID"]))
+    elif os.environ.get("JAXKD_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+
+
+def _batch_dict(batch, mixing: bool) -> dict:
+    """The pipeline's Batch as the task's dict: soft targets only when MixUp/CutMix made them (so that label
+    smoothing applies to plain labels, as the original)."""
+    d = {"image": batch.image, "label": batch.label, "mask": batch.mask}
+    if mixing:
+        d["target"] = batch.target
+    if batch.teacher_image is not None:
+        d["teacher_image"] = batch.teacher_image
+    return d
+
+
+def evaluate_split(eval_step, params, rest, data, split: str) -> dict:
+    """Loss, top-1/3/5 and the confusion matrix over every example of a split (one host fetch at the end)."""
+    total = None
+    for batch in data.eval_batches(split):
+        out = eval_step(params, rest, _batch_dict(batch, False))
+        total = out if total is None else jax.tree.map(jnp.add, total, out)
+    if total is None:
+        return {}
+    total = jax.device_get(total)
+    n = max(float(total["count"]), 1.0)
+    return {"loss": float(total["loss_sum"]) / n, "accuracy": float(total["top1"]) / n,
+            "top1": float(total["top1"]) / n, "top3": float(total["top3"]) / n, "top5": float(total["top5"]) / n,
+            "count": int(total["count"]), "confusion": np.asarray(total["confusion"]).round().astype(np.int64)}
+
+
+def _bn_recompute(gd_train, params, rest, data, mixing: bool):
+    """torch.optim.swa_utils.update_bn: BatchNorm running statistics recomputed on the training data as the
+    equal-weight average over batches of the batch mean and unbiased variance (momentum=None), with the weights
+    fixed. Runs the train-mode forward with momentum 1 (so each forward leaves exactly its batch statistics)."""
+    model = nnx.merge(gd_train, params, rest)
+    bns = [m for _, m in model.iter_modules() if hasattr(m, "num_batches_tracked")]
+    if not bns:
+        return rest
+    for bn in bns:
+        bn.momentum = 1.0
+    gd_capture, _, rest0 = nnx.split(model, nnx.Param, ...)
+
+    @jax.jit
+    def batch_stats(rest, image):
+        m = nnx.merge(gd_capture, params, rest)
+        m(image) if not hasattr(m, "forward_heads") else m.forward_heads(image)
+        return nnx.split(m, nnx.Param, ...)[2]
+
+    avg, n = None, 0
+    for batch in data.train_batches(0):
+        new = batch_stats(rest0, batch.image)
+        avg = new if avg is None else jax.tree.map(lambda a, b: a + (b - a) / (n + 1), avg, new)
+        n += 1
+    # Keep the non-statistics entries (RNG counters) of the original state; num_batches_tracked counts batches.
+    return jax.tree.map(lambda old, a: a if jnp.issubdtype(a.dtype, jnp.floating) else old + n, rest, avg)
+
+
+def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
+    """Trains per `cfg` into `workdir`; returns the summary dict (also written to summary.json)."""
+    t_start = time.time()
+    # --- distributed -------------------------------------------------------------------------------------------
+    maybe_initialize_distributed()
+    is_main = jax.process_index() == 0
+    workdir = Path(workdir)
+    if cfg.training.use_tf32:
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+    # --- mesh ----------------------------------------------------------------------------------------------------
+    from jaxkd import data as data_lib
+
+    mesh = data_lib.make_data_mesh()
+    n_dev = mesh.devices.size
+    if cfg.data.batch_size % n_dev:
+        raise ConfigError(f"config field 'data.batch_size' = {cfg.data.batch_size} is not divisible by the {n_dev} "
+                          f"devices: use a multiple of {n_dev}")
+    # --- input ---------------------------------------------------------------------------------------------------
+    data = data_lib.DataPipeline.from_config(cfg, mesh=mesh)
+    aug = cfg.data.augmentation
+    mixing = aug.mixup.enabled or aug.cutmix.enabled
+    if data.num_classes != cfg.model.num_classes:
+        raise ConfigError(f"config field 'model.num_classes' = {cfg.model.num_classes} but the data has "
+                          f"{data.num_classes} classes: set --config.model.num_classes={data.num_classes}")
+    if tuple(data.image_shape) != tuple(config_lib.image_shape(cfg) or data.image_shape):
+        raise ConfigError(f"the data's images are {data.image_shape} but the config expects "
+                          f"{config_lib.image_shape(cfg)}: check data.dataset / data.image_size")
+    steps_per_epoch = data.steps_per_epoch
+    if cfg.training.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.training.max_steps_per_epoch)
+    accum = cfg.training.gradient_accumulation_steps
+    if steps_per_epoch < accum:
+        raise ConfigError(f"config field 'training.gradient_accumulation_steps' = {accum} exceeds the "
+                          f"{steps_per_epoch} steps of an epoch: lower it or the batch size")
+    steps_per_epoch -= steps_per_epoch % accum
+    epochs = cfg.training.num_epochs
+    # --- model ---------------------------------------------------------------------------------------------------
+    model = models.build(cfg, nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1))
+    teacher = None
+    if cfg.distillation.enabled or cfg.ss_distillation.enabled:
+        from jaxkd import distill
+
+        teacher = distill.load_teacher(cfg, data)
+    task = tasks.make_task(cfg, teacher)
+    trainable = task.trainable(model) if hasattr(task, "trainable") else model
+    gd_train, gd_eval, params, rest = steps.split_model(trainable)
+    # --- update --------------------------------------------------------------------------------------------------
+    tx = optim.make_optimizer(cfg, steps_per_epoch // accum, params)
+    schedule = optim.make_schedule(cfg, steps_per_epoch // accum)
+    fp16 = config_lib.precision(cfg) == "float16"
+    state = steps.init_state(params, rest, tx, cfg.seed, swa=cfg.training.use_swa, ema=cfg.training.ema.enabled,
+                             fp16=fp16)
+    # --- shard: parameters and optimiser state replicated over the mesh, batches split over 'data' ---------------
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    train_step = steps.make_train_step(gd_train, task, tx, steps_per_epoch=steps_per_epoch, schedule=schedule,
+                                       accumulation=accum,
+                                       ema_decay=cfg.training.ema.decay if cfg.training.ema.enabled else None)
+    forward = task.inference_logits if hasattr(task, "inference_logits") else tasks.inference_logits
+    eval_step = steps.make_eval_step(gd_eval, data.num_classes, forward)
+    # --- checkpoint ----------------------------------------------------------------------------------------------
+    host = {"epoch": 0, "best_val_accuracy": -1.0, "early_stop": {"best": math.inf, "bad": 0}, "plateau": None,
+            "stopped_early": False}
+    plateau = None
+    if cfg.training.scheduler == "plateau":
+        p = cfg.training.lr_scheduler_params
+        plateau = optim.PlateauTracker(factor=p.factor, patience=p.patience)
+    ckpts = None
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
+        reporting.write_json_atomic(workdir / "data.json", {
+            "class_names": list(data.class_names), "image_shape": list(data.image_shape),
+            "mean": [float(v) for v in np.ravel(data.mean)], "std": [float(v) for v in np.ravel(data.std)]})
+    ckpts = ckpt_lib.Checkpoints(workdir / "checkpoints", keep=cfg.logging.keep_checkpoints)
+    writer = reporting.MetricWriter(workdir / "metrics.jsonl" if is_main else None)
+    start_step = 0
+    latest = ckpts.latest_step()
+    if latest is not None:
+        state, host = ckpts.restore(latest, state)
+        start_step = int(latest)
+        if plateau is not None and host.get("plateau"):
+            plateau.load_state_dict(host["plateau"])
+        if is_main:
+            print(f"resuming from step {start_step} (epoch {start_step // steps_per_epoch})", flush=True)
+    swa_from = optim.swa_start(cfg)
+    es = cfg.training.early_stopping
+    progress = reporting.Progress(is_main and cfg.logging.progress_bar, epochs * steps_per_epoch, start_step)
+    images_per_step = cfg.data.batch_size
+    # --- loop ----------------------------------------------------------------------------------------------------
+    step = start_step
+    epoch = step // steps_per_epoch
+    while epoch < epochs and not host["stopped_early"]:
+        progress.set_description(f"epoch {epoch + 1}/{epochs}")
+        pending, timer, since = [], reporting.Timer(), 0
+        for batch in data.train_batches(epoch, step - epoch * steps_per_epoch,
+                                        num_steps=steps_per_epoch - (step - epoch * steps_per_epoch)):
+            state, metrics = train_step(state, _batch_dict(batch, mixing))
+            pending.append(metrics)
+            step += 1
+            since += 1
+            last_of_epoch = step % steps_per_epoch == 0
+            if since == cfg.training.log_every_steps or last_of_epoch:
+                fetched = jax.device_get(pending)
+                mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+                if not math.isfinite(mean["loss"]):
+                    bad = next(i for i, m in enumerate(fetched) if not np.isfinite(m["loss"]))
+                    raise FloatingPointError(f"non-finite loss at step {step - len(fetched) + bad + 1}; the last "
+                                             f"good checkpoint is kept in {workdir / 'checkpoints'}")
+                mean["images_per_s"] = since * images_per_step / max(timer.lap(), 1e-9)
+                writer.write("train", step, step / steps_per_epoch, **mean)
+                progress.update(since, loss=mean["loss"], acc=mean.get("accuracy", float("nan")), lr=mean["lr"],
+                                img_s=f"{mean['images_per_s']:.0f}")
+                pending, since = [], 0
+        epoch = step // steps_per_epoch
+        # --- end of epoch: SWA, validation, plateau, early stopping, checkpoint ------------------------------
+        if swa_from is not None and epoch - 1 >= swa_from:
+            state = steps.swa_update(state)
+        if epoch % cfg.training.eval_every_epochs == 0 or epoch == epochs:
+            val = evaluate_split(eval_step, steps.ema_params_or_params(state), state.rest, data, "val")
+            if val:
+                writer.write("val", step, epoch, loss=val["loss"], accuracy=val["accuracy"], top5=val["top5"])
+                host["best_val_accuracy"] = max(host["best_val_accuracy"], val["accuracy"])
+                if plateau is not None:
+                    state = state.replace(lr_scale=jnp.asarray(plateau.update(val["loss"]), jnp.float32))
+                    host["plateau"] = plateau.state_dict()
+                if es.enabled:
+                    if val["loss"] < host["early_stop"]["best"] - es.min_delta:
+                        host["early_stop"] = {"best": val["loss"], "bad": 0}
+                    else:
+                        host["early_stop"]["bad"] += 1
+                        if host["early_stop"]["bad"] >= es.patience:
+                            host["stopped_early"] = True
+                            if is_main:
+                                print(f"early stopping after epoch {epoch}: validation loss has not improved by "
+                                      f"{es.min_delta} for {es.patience} epochs", flush=True)
+        host["epoch"] = epoch
+        if epoch % cfg.logging.save_frequency == 0 or epoch == epochs or host["stopped_early"]:
+            ckpts.save(step, state, host)
+    progress.close()
+    ckpts.wait()
+    # --- evals: final weights, SWA (with recomputed BatchNorm statistics), EMA; test only here -----------------
+    results = {}
+    candidates = {"final": (state.params, state.rest)}
+    if state.swa_params is not None and int(state.swa_count) > 0:
+        candidates["swa"] = (state.swa_params, _bn_recompute(gd_train, state.swa_params, state.rest, data, mixing))
+    if state.ema_params is not None:
+        candidates["ema"] = (state.ema_params, state.rest)
+    for name, (p, r) in candidates.items():
+        results[name] = {"val": evaluate_split(eval_step, p, r, data, "val"),
+                         "test": evaluate_split(eval_step, p, r, data, "test")}
+    final = results["final"]
+    summary = {
+        "experiment_name": cfg.experiment_name, "test_accuracy": final["test"]["accuracy"],
+        "test_loss": final["test"]["loss"], "test_top5": final["test"]["top5"],
+        "val_accuracy": final["val"].get("accuracy"), "val_loss": final["val"].get("loss"),
+        "epochs": epoch, "steps": step, "wall_s": time.time() - t_start, "devices": n_dev,
+        "processes": jax.process_count(), "stopped_early": host["stopped_early"],
+        "params": models.count_params(model),
+    }
+    for name in ("swa", "ema"):
+        if name in results:
+            summary[f"{name}_test_accuracy"] = results[name]["test"]["accuracy"]
+            summary[f"{name}_val_accuracy"] = results[name]["val"].get("accuracy")
+    if is_main:
+        ckpt_lib.export_model(workdir / "model", state.params, state.rest)
+        report = reporting.classification_report(final["test"]["confusion"], data.class_names)
+        report.update({k: final["test"][k] for k in ("top1", "top3", "top5", "loss")})
+        text = reporting.format_report(report, f"{cfg.experiment_name}: test split ({final['test']['count']} images)")
+        (workdir / "test_report.txt").write_text(text + "\n")
+        reporting.write_json_atomic(workdir / "report.json", {
+            name: {split: {k: v for k, v in r.items()} for split, r in res.items()} for name, res in results.items()})
+        reporting.plot_training_curves(writer.read(), workdir / "training_curves.png")
+        reporting.plot_confusion_matrix(final["test"]["confusion"], data.class_names,
+                                        workdir / "confusion_matrix.png", title=f"{cfg.experiment_name} (test)")
+        reporting.write_json_atomic(workdir / "summary.json", summary)
+        print(text)
+        extra = "".join(f", {n} {summary[f'{n}_test_accuracy']:.4f}" for n in ("swa", "ema") if n in results)
+        print(f"test accuracy {summary['test_accuracy']:.4f}{extra} ({summary['wall_s']:.0f} s)", flush=True)
+    ckpts.close()
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jaxkd.train", description="Train a jaxkd model.")
+    config_lib.add_config_args(parser)
+    parser.add_argument("--workdir", required=True, help="output directory (resumes when it holds a checkpoint)")
+    parser.add_argument("--force", action="store_true", help="reuse a workdir that holds a different run")
+    args, cfg = config_lib.parse_config_args(parser, argv)
+    train(cfg, args.workdir, force=args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    config_lib.main_guard(lambda: main(sys.argv[1:]))
