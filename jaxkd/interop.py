@@ -1,0 +1,196 @@
+"""Generic PyTorch <-> jaxkd (Flax NNX) state-dict conversion.
+
+Naming contract (shared by every jaxkd model): an NNX variable's path joined by '.' is its torch state-dict
+key after these rules:
+
+* path components named ``layers`` are dropped (``nnx.Sequential`` stores ``self.layers``; torch
+  ``nn.Sequential`` has no such level); integer components are list indices, as in torch;
+* leaf names: nnx.Param ``kernel`` -> ``weight`` (conv HWIO -> OIHW via ``transpose(3, 2, 0, 1)``, in general
+  (spatial..., I, O) -> (O, I, spatial...); linear (in, out) -> (out, in)), ``scale`` -> ``weight``, ``bias``
+  -> ``bias``; nnx.BatchStat ``mean`` -> ``running_mean``, ``var`` -> ``running_var``,
+  ``num_batches_tracked`` unchanged (int64 0-d on the torch side); every other leaf keeps name and shape;
+* only nnx.Param and nnx.BatchStat variables are converted (rng state, counters, ... are not).
+
+Values may be torch tensors or numpy arrays. torch is never imported by this module: a tensor can only
+exist if the caller already imported torch, so ``sys.modules['torch']`` is used to recognise it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+__all__ = [
+    "StateDictMismatch",
+    "torch_to_jax",
+    "jax_to_torch",
+    "torch_state_dict_shapes",
+    "torch_state_dict_keys",
+    "unwrap_state_dict",
+]
+
+_PARAM_LEAF = {"kernel": "weight", "scale": "weight"}
+_STAT_LEAF = {"mean": "running_mean", "var": "running_var"}
+_WRAPPER_KEYS = ("model_state_dict", "state_dict")
+
+
+class StateDictMismatch(ValueError):
+    """A state dict does not match the model: lists missing, unexpected and mis-shaped keys."""
+
+
+def _torch_key(path: tuple, var: nnx.Variable) -> str:
+    parts = [str(p) for p in path if p != "layers"]
+    leaf = parts[-1]
+    if isinstance(var, nnx.Param):
+        leaf = _PARAM_LEAF.get(leaf, leaf)
+    elif isinstance(var, nnx.BatchStat):
+        leaf = _STAT_LEAF.get(leaf, leaf)
+    parts[-1] = leaf
+    return ".".join(parts)
+
+
+def _is_kernel(path: tuple, var: nnx.Variable) -> bool:
+    return isinstance(var, nnx.Param) and path[-1] == "kernel"
+
+
+def _jax_to_torch_layout(arr: np.ndarray, is_kernel: bool) -> np.ndarray:
+    """Kernel (spatial..., I, O) -> (O, I, spatial...); (in, out) -> (out, in); anything else unchanged."""
+    if not is_kernel or arr.ndim < 2:
+        return arr
+    n = arr.ndim
+    return np.transpose(arr, (n - 1, n - 2, *range(n - 2)))
+
+
+def _torch_to_jax_layout(arr: np.ndarray, is_kernel: bool) -> np.ndarray:
+    """Inverse of :func:`_jax_to_torch_layout`: (O, I, spatial...) -> (spatial..., I, O)."""
+    if not is_kernel or arr.ndim < 2:
+        return arr
+    n = arr.ndim
+    return np.transpose(arr, (*range(2, n), 1, 0))
+
+
+def _variables(model: nnx.Module) -> dict[str, tuple[tuple, nnx.Variable]]:
+    """torch key -> (nnx path, Variable) for every nnx.Param / nnx.BatchStat of ``model`` (graph order).
+
+    The Variables are the model's own objects, so assigning to them updates the model in place.
+    """
+    out: dict[str, tuple[tuple, nnx.Variable]] = {}
+    for path, var in nnx.iter_graph(model):
+        if not isinstance(var, (nnx.Param, nnx.BatchStat)):
+            continue
+        key = _torch_key(path, var)
+        if key in out:
+            raise ValueError(
+                f"two variables map to the torch key {key!r}: {out[key][0]} and {path}; rename one of them"
+            )
+        out[key] = (path, var)
+    return out
+
+
+def _to_numpy(value: Any, key: str) -> np.ndarray:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            import ml_dtypes  # shipped with jax
+
+            return t.float().numpy().astype(ml_dtypes.bfloat16)
+        return t.numpy()
+    if isinstance(value, (np.ndarray, np.generic, jax.Array, int, float)):
+        return np.asarray(value)
+    raise TypeError(f"state dict value for {key!r} has unsupported type {type(value).__name__}; "
+                    "use torch tensors or numpy arrays")
+
+
+def unwrap_state_dict(state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return the inner dict of a checkpoint wrapper ``{'model_state_dict': sd, ...}`` (or ``'state_dict'``)."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"expected a mapping of parameter names to arrays, got {type(state_dict).__name__}")
+    for k in _WRAPPER_KEYS:
+        inner = state_dict.get(k)
+        if isinstance(inner, Mapping):
+            return inner
+    return state_dict
+
+
+def torch_state_dict_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
+    """torch key -> torch-layout shape for every convertible variable of ``model``."""
+    return {
+        key: tuple(_jax_to_torch_layout(np.empty(var[...].shape, np.int8), _is_kernel(path, var)).shape)
+        for key, (path, var) in _variables(model).items()
+    }
+
+
+def torch_state_dict_keys(model: nnx.Module) -> list[str]:
+    """The torch state-dict keys ``model`` converts to/from (sorted)."""
+    return sorted(torch_state_dict_shapes(model))
+
+
+def jax_to_torch(model: nnx.Module) -> dict[str, np.ndarray]:
+    """Export ``model`` as a torch-layout state dict of numpy arrays.
+
+    Kernels are transposed to torch layout (conv OIHW, linear (out, in)); ``num_batches_tracked`` becomes an
+    int64 0-d array; other values keep their dtype. ``torch.from_numpy`` of each value loads with
+    ``load_state_dict(strict=True)`` into the matching torch module. Bit-exact inverse of :func:`torch_to_jax`.
+    """
+    out: dict[str, np.ndarray] = {}
+    for key, (path, var) in _variables(model).items():
+        arr = np.asarray(jax.device_get(var[...]))
+        if path[-1] == "num_batches_tracked":
+            arr = arr.astype(np.int64)
+        out[key] = np.array(_jax_to_torch_layout(arr, _is_kernel(path, var)), order="C", copy=True)
+    return out
+
+
+def torch_to_jax(model: nnx.Module, state_dict: Mapping[str, Any], *, strict: bool = True) -> nnx.Module:
+    """Load a torch-layout state dict into ``model`` in place and return ``model``.
+
+    ``state_dict``: key -> torch tensor or numpy array, optionally wrapped as ``{'model_state_dict': sd, ...}``.
+    Values are cast to the dtype of the model's variable (so a float64 model loads float32 weights exactly)
+    and placed with that variable's sharding. Raises :class:`StateDictMismatch` naming every mis-shaped key
+    (expected vs got, torch layout) and, when ``strict``, every missing and unexpected key; nothing is written
+    unless the whole dict is valid. With ``strict=False`` missing keys keep their value, unexpected keys are
+    ignored (shapes are still checked, as torch does).
+    """
+    sd = unwrap_state_dict(state_dict)
+    targets = _variables(model)
+    missing = [k for k in targets if k not in sd]
+    unexpected = [k for k in sd if k not in targets]
+    mis_shaped: list[str] = []
+    pending: list[tuple[nnx.Variable, np.ndarray]] = []
+    for key, (path, var) in targets.items():
+        if key not in sd:
+            continue
+        arr = _to_numpy(sd[key], key)
+        old = var[...]
+        expected = tuple(_jax_to_torch_layout(np.empty(old.shape, np.int8), _is_kernel(path, var)).shape)
+        if tuple(arr.shape) != expected:
+            mis_shaped.append(f"{key}: expected {expected}, got {tuple(arr.shape)}")
+            continue
+        pending.append((var, _torch_to_jax_layout(arr, _is_kernel(path, var))))
+    problems = []
+    if mis_shaped:
+        problems.append("mis-shaped keys: " + "; ".join(mis_shaped))
+    if strict and missing:
+        problems.append("missing keys: " + ", ".join(missing))
+    if strict and unexpected:
+        problems.append("unexpected keys: " + ", ".join(unexpected))
+    if problems:
+        raise StateDictMismatch(
+            f"state dict does not match {type(model).__name__}: " + " | ".join(problems)
+            + " (check the model config, e.g. variant/dataset/patch size, or pass strict=False)"
+        )
+    for var, arr in pending:
+        old = var[...]
+        new = jnp.asarray(np.asarray(arr, dtype=old.dtype))
+        sharding = getattr(old, "sharding", None)
+        if sharding is not None:
+            new = jax.device_put(new, sharding)
+        var[...] = new
+    return model
