@@ -1,0 +1,6 @@
+"""Benchmarks (not timed tests): ``python -m jaxkd.bench NAME [options]``.
+
+Every module ``jaxkd/bench/NAME.py`` that defines ``DESCRIPTION``, ``add_arguments(parser)`` and
+``run(args) -> dict`` is a subcommand; ``--json FILE`` writes the returned figures. ``data``: input pipeline
+throughput and its share of a DeiT-Tiny training step.
+"""

@@ -1,0 +1,59 @@
+"""``python -m jaxkd.bench NAME [--json FILE] [options]``: run one benchmark and print (and save) its figures.
+
+Subcommands are the modules of this package that define ``DESCRIPTION``, ``add_arguments(parser)`` and
+``run(args) -> dict``, so a new benchmark is one new file (``data`` today; ``models`` later). ``--config.a.b=value``
+items are handed to the benchmark as ``args.overrides`` (a list of strings) for ``jaxkd.config.load``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+from typing import Sequence
+
+
+def benchmarks() -> dict:
+    """name -> module for every benchmark module of jaxkd.bench."""
+    import jaxkd.bench as pkg
+
+    found = {}
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"jaxkd.bench.{info.name}")
+        if all(hasattr(module, a) for a in ("DESCRIPTION", "add_arguments", "run")):
+            found[info.name] = module
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    mods = benchmarks()
+    parser = argparse.ArgumentParser(prog="python -m jaxkd.bench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="name", required=True)
+    for name, module in sorted(mods.items()):
+        p = sub.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
+        p.add_argument("--json", metavar="FILE", default="", help="also write the figures as JSON to FILE")
+        module.add_arguments(p)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # '--config.a.b=value' overrides (for benchmarks that take --config) are collected, not parsed by argparse.
+    overrides = [a for a in argv if a.startswith("--config.")]
+    args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
+    args.overrides = overrides
+    try:
+        result = mods[args.name].run(args)
+    except ValueError as e:  # ConfigError, DataError and other bad input: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""Training / evaluation image transforms of SPEC §5 as jitted, vmapped JAX functions (one PRNG key per batch).
+
+Per-sample pipeline, in the order torchvision applies the peer's transforms (each step only when enabled):
+  random_crop (zero pad + crop) -> random_flip -> random_rotation (nearest, fill 0) -> random_affine (integer
+  translation) -> color_jitter (torchvision's random order of brightness/contrast/saturation/hue) -> auto_augment ->
+  randaugment -> ToTensor + Normalize -> cutout (on the normalised image, as the peer).
+The uint8 ops run on uint8-valued float32 with Pillow's rounding (see :mod:`jaxkd.data.image_ops`), so they match
+torchvision's PIL backend pixel for pixel (a random-angle rotation builds its matrix in float32: a source position
+within ~1e-6 px of a pixel boundary may round the other way). MixUp / CutMix act on the normalised batch:
+:func:`make_mix` (from :mod:`jaxkd.data.augment_mix`).
+
+Randomness: ``sample_params(spec, key, H, W)`` makes all draws of one sample (as torchvision draws them) from one
+``jax.random.uniform`` call; ``apply_augment(spec, params, img)`` is pure. The transform splits the batch key into
+one key per sample and vmaps both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxkd.data import autoaugment as aa
+from jaxkd.data import image_ops as ops
+from jaxkd.data.augment_mix import cutout_box, cutout_centre, make_mix, mix_batch  # noqa: F401  (re-export)
+
+Array = jax.Array
+
+__all__ = [
+    "make_train_transform", "make_eval_transform", "make_mix", "mix_batch", "PEER_PIPELINES", "apply_peer_pipeline",
+    "AugSpec", "parse_augmentation", "sample_params", "apply_augment", "apply_color_jitter",
+    "crop_from_uniform", "flip_from_uniform", "rotation_from_uniform", "translate_from_uniform",
+    "color_jitter_from_uniform", "crop_params", "flip_params", "rotation_params", "translate_params",
+    "color_jitter_params", "random_crop", "random_flip", "random_rotation", "random_translate", "random_cutout",
+]
+
+_IMAGE_OPS = ("random_crop", "random_flip", "random_rotation", "random_affine", "color_jitter", "auto_augment",
+              "randaugment", "cutout")
+
+# SPEC §5 peer pipelines: per-image ops (all others disabled by apply_peer_pipeline); MixUp/CutMix per sample.
+PEER_PIPELINES: dict[str, dict[str, Any]] = {
+    "mnist": {
+        "random_rotation": {"enabled": True, "degrees": 10.0},
+        "random_affine": {"enabled": True, "translate": 0.1},
+        "randaugment": {"enabled": True, "num_ops": 2, "magnitude": 9},
+        "cutout": {"enabled": True, "length": 8},
+        "mix_mode": "sample",
+    },
+    "cifar": {
+        "random_crop": {"enabled": True, "padding": 4},
+        "random_flip": {"enabled": True},
+        "color_jitter": {"enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
+        "auto_augment": {"enabled": True, "policy": "cifar10"},
+        "randaugment": {"enabled": True, "num_ops": 2, "magnitude": 9},
+        "cutout": {"enabled": True, "length": 16},
+        "mix_mode": "sample",
+    },
+}
+
+
+def apply_peer_pipeline(aug_cfg: Any, name: str) -> Any:
+    """Fill ``config.data.augmentation`` (ConfigDict or nested dict, edited in place and returned) with the peer
+    pipeline ``name`` ('mnist' | 'cifar'): its ops enabled with the peer's settings, the other per-image ops
+    disabled; mixup / cutmix settings are left as they are (they belong to the training preset)."""
+    if name not in PEER_PIPELINES:
+        raise ValueError(f"unknown peer pipeline {name!r}; choose from {sorted(PEER_PIPELINES)}")
+    for op in _IMAGE_OPS:
+        aug_cfg[op]["enabled"] = False
+    for key, value in PEER_PIPELINES[name].items():
+        if isinstance(value, dict):
+            for field, v in value.items():
+                aug_cfg[key][field] = v
+        else:
+            aug_cfg[key] = value
+    return aug_cfg
+
+
+# ----------------------------------------------------------------------------------------------- draws
+# Parameter draws as torchvision makes them, per sample. Each is a pure function of uniforms u ~ U[0, 1) (so a
+# whole sample needs a single jax.random.uniform call: one threefry to compile) with a key-taking wrapper.
+
+
+def crop_from_uniform(u: Array, padding: int) -> Array:
+    """RandomCrop(size=(H, W), padding) offsets int32[2] = (top, left), each uniform in {0, ..., 2 * padding}."""
+    return aa.uniform_index(u[:2], 2 * int(padding) + 1)
+
+
+def flip_from_uniform(u: Array, p: float = 0.5) -> Array:
+    """RandomHorizontalFlip(p): flip (bool) when torch.rand(1) < p."""
+    return u[0] < p
+
+
+def rotation_from_uniform(u: Array, degrees: float) -> Array:
+    """RandomRotation(degrees): angle float32 uniform in [-degrees, degrees]."""
+    return jnp.float32(-degrees) + jnp.float32(2 * degrees) * u[0]
+
+
+def translate_from_uniform(u: Array, translate: float, height: int, width: int) -> Array:
+    """RandomAffine(degrees=0, translate=(t, t)) shift int32[2] = (tx, ty): round(uniform(-t W, t W)),
+    round(uniform(-t H, t H)) (round half to even, as Python's round)."""
+    span = jnp.array([translate * width, translate * height], jnp.float32)
+    return jnp.round(-span + 2 * span * u[:2]).astype(jnp.int32)
+
+
+def color_jitter_from_uniform(u: Array, brightness: float, contrast: float, saturation: float,
+                              hue: float) -> dict[str, Array]:
+    """ColorJitter draws from 8 uniforms: ``order`` a uniformly random permutation of the 4 ops (torch.randperm(4);
+    here the argsort of 4 uniforms) and ``factors`` float32[4]: brightness / contrast / saturation uniform in
+    [max(0, 1 - v), 1 + v], hue uniform in [-hue, hue]."""
+    lo = jnp.array([max(0.0, 1 - brightness), max(0.0, 1 - contrast), max(0.0, 1 - saturation), -hue], jnp.float32)
+    hi = jnp.array([1 + brightness, 1 + contrast, 1 + saturation, hue], jnp.float32)
+    return {"order": jnp.argsort(u[:4]).astype(jnp.int32), "factors": lo + (hi - lo) * u[4:8]}
+
+
+def crop_params(key: Array, padding: int) -> Array:
+    """RandomCrop offsets int32[2] = (top, left) drawn from ``key`` (see :func:`crop_from_uniform`)."""
+    return crop_from_uniform(jax.random.uniform(key, (2,)), padding)
+
+
+def flip_params(key: Array, p: float = 0.5) -> Array:
+    """RandomHorizontalFlip decision (bool scalar) drawn from ``key``."""
+    return flip_from_uniform(jax.random.uniform(key, (1,)), p)
+
+
+def rotation_params(key: Array, degrees: float) -> Array:
+    """RandomRotation angle (float32 scalar, degrees) drawn from ``key``."""
+    return rotation_from_uniform(jax.random.uniform(key, (1,)), degrees)
+
+
+def translate_params(key: Array, translate: float, height: int, width: int) -> Array:
+    """RandomAffine translation int32[2] = (tx, ty) drawn from ``key``."""
+    return translate_from_uniform(jax.random.uniform(key, (2,)), translate, height, width)
+
+
+def color_jitter_params(key: Array, brightness: float, contrast: float, saturation: float,
+                        hue: float) -> dict[str, Array]:
+    """ColorJitter draws (``order`` int32[4], ``factors`` float32[4]) from ``key``."""
+    return color_jitter_from_uniform(jax.random.uniform(key, (8,)), brightness, contrast, saturation, hue)
+
+
+def apply_color_jitter(img: Array, params: dict[str, Array], enabled: tuple[bool, ...] = (True,) * 4) -> Array:
+    """torchvision ColorJitter given its draws: ops (0 brightness, 1 contrast, 2 saturation, 3 hue) applied in
+    ``params['order']``; an op with ``enabled[i]`` False (its jitter set to 0) is skipped, as torchvision does."""
+    f = params["factors"]
+    fns = [lambda im: ops.adjust_brightness(im, f[0]), lambda im: ops.adjust_contrast(im, f[1]),
+           lambda im: ops.adjust_saturation(im, f[2]), lambda im: ops.adjust_hue(im, f[3])]
+    fns = [fn if on else (lambda im: im) for fn, on in zip(fns, enabled)]
+    return jax.lax.fori_loop(0, 4, lambda i, im: jax.lax.switch(params["order"][i], fns, im), img)
+
+
+# Random wrappers on ONE uint8-valued float32 image (H, W, C).
+
+
+def random_crop(key: Array, img: Array, padding: int) -> Array:
+    """RandomCrop(size=(H, W), padding=padding), zero fill."""
+    top, left = crop_params(key, padding)
+    return ops.pad_crop(img, top, left, padding)
+
+
+def random_flip(key: Array, img: Array, p: float = 0.5) -> Array:
+    """RandomHorizontalFlip(p)."""
+    return jnp.where(flip_params(key, p), ops.hflip(img), img)
+
+
+def random_rotation(key: Array, img: Array, degrees: float, interpolation: str = "nearest") -> Array:
+    """RandomRotation(degrees, interpolation), fill 0."""
+    return ops.rotate(img, rotation_params(key, degrees), interpolation)
+
+
+def random_translate(key: Array, img: Array, translate: float) -> Array:
+    """RandomAffine(degrees=0, translate=(translate, translate)), nearest, fill 0."""
+    tx, ty = translate_params(key, translate, img.shape[0], img.shape[1])
+    return ops.translate(img, tx, ty)
+
+
+def random_cutout(key: Array, x: Array, length: int) -> Array:
+    """Cutout (SPEC §5) on one normalised image (H, W, C): centre uniform, side ``length``, clipped, x * mask."""
+    h, w, _ = x.shape
+    u = jax.random.uniform(key, (2,))
+    centre = jnp.stack([aa.uniform_index(u[0], h), aa.uniform_index(u[1], w)])
+    y1, y2, x1, x2 = cutout_box(centre, h, w, length)
+    return ops.erase_box(x, y1, y2, x1, x2)
+
+
+# ----------------------------------------------------------------------------------------------- transforms
+
+
+class AugSpec(NamedTuple):
+    """Static, validated settings of the per-sample pipeline (None / False = op disabled)."""
+
+    crop: int | None
+    flip: bool
+    rotation: float | None
+    translate: float | None
+    jitter: tuple[float, float, float, float] | None
+    policy: str | None
+    randaug: tuple[int, int] | None
+    cutout: int | None
+
+
+def _sec(cfg: Any, name: str) -> Any:
+    try:
+        return cfg[name]
+    except (KeyError, TypeError):
+        return {}
+
+
+def _field(section: Any, name: str, default: Any) -> Any:
+    try:
+        return section[name]
+    except (KeyError, TypeError):
+        return default
+
+
+def _on(cfg: Any, name: str) -> bool:
+    return bool(_field(_sec(cfg, name), "enabled", False))
+
+
+def parse_augmentation(cfg: Any) -> AugSpec:
+    """Validate ``config.data.augmentation`` (ConfigDict or nested dict) into an :class:`AugSpec`."""
+    def bad(msg: str) -> ValueError:
+        return ValueError(f"data.augmentation.{msg}")
+
+    crop = rotation = translate = jitter = policy = randaug = cutout = None
+    if _on(cfg, "random_crop"):
+        crop = int(_field(_sec(cfg, "random_crop"), "padding", 4))
+        if crop < 0:
+            raise bad(f"random_crop.padding must be >= 0, got {crop}")
+    if _on(cfg, "random_rotation"):
+        rotation = float(_field(_sec(cfg, "random_rotation"), "degrees", 10.0))
+        if rotation < 0:
+            raise bad(f"random_rotation.degrees must be >= 0, got {rotation}")
+    if _on(cfg, "random_affine"):
+        translate = float(_field(_sec(cfg, "random_affine"), "translate", 0.1))
+        if not 0.0 <= translate <= 1.0:
+            raise bad(f"random_affine.translate must be in [0, 1], got {translate}")
+    if _on(cfg, "color_jitter"):
+        sec = _sec(cfg, "color_jitter")
+        jitter = tuple(float(_field(sec, k, d)) for k, d in
+                       (("brightness", 0.2), ("contrast", 0.2), ("saturation", 0.2), ("hue", 0.1)))
+        if min(jitter) < 0 or jitter[3] > 0.5:
+            raise bad(f"color_jitter values must be >= 0 and hue <= 0.5, got {jitter}")
+    if _on(cfg, "auto_augment"):
+        policy = str(_field(_sec(cfg, "auto_augment"), "policy", "cifar10")).lower()
+        if policy not in aa.POLICIES:
+            raise bad(f"auto_augment.policy must be one of {sorted(aa.POLICIES)}, got {policy!r}")
+    if _on(cfg, "randaugment"):
+        sec = _sec(cfg, "randaugment")
+        randaug = (int(_field(sec, "num_ops", 2)), int(_field(sec, "magnitude", 9)))
+        if randaug[0] < 0 or not 0 <= randaug[1] < aa.RANDAUGMENT_BINS:
+            raise bad(f"randaugment needs num_ops >= 0 and magnitude in [0, {aa.RANDAUGMENT_BINS - 1}], "
+                      f"got num_ops={randaug[0]}, magnitude={randaug[1]}")
+    if _on(cfg, "cutout"):
+        cutout = int(_field(_sec(cfg, "cutout"), "length", 16))
+        if cutout <= 0:
+            raise bad(f"cutout.length must be > 0, got {cutout}")
+    return AugSpec(crop, _on(cfg, "random_flip"), rotation, translate, jitter, policy, randaug, cutout)
+
+
+def sample_params(spec: AugSpec, key: Array, height: int, width: int) -> dict[str, Any]:
+    """All random draws of one sample's pipeline (only for enabled ops), from one ``jax.random.uniform`` call:
+    crop (top, left), flip, angle, translate (tx, ty), jitter, autoaug, randaug, cutout (cy, cx). vmap over keys."""
+    sizes = {"crop": 2 if spec.crop is not None else 0, "flip": int(spec.flip),
+             "angle": 1 if spec.rotation is not None else 0, "translate": 2 if spec.translate is not None else 0,
+             "jitter": 8 if spec.jitter is not None else 0,
+             "autoaug": aa.AUTOAUGMENT_NUM_UNIFORMS if spec.policy is not None else 0,
+             "randaug": aa.randaugment_num_uniforms(spec.randaug[0]) if spec.randaug is not None else 0,
+             "cutout": 2 if spec.cutout is not None else 0}
+    u_all = jax.random.uniform(key, (max(1, sum(sizes.values())),))
+    u, start = {}, 0
+    for name, n in sizes.items():
+        u[name], start = u_all[start:start + n], start + n
+    p: dict[str, Any] = {}
+    if spec.crop is not None:
+        p["crop"] = crop_from_uniform(u["crop"], spec.crop)
+    if spec.flip:
+        p["flip"] = flip_from_uniform(u["flip"])
+    if spec.rotation is not None:
+        p["angle"] = rotation_from_uniform(u["angle"], spec.rotation)
+    if spec.translate is not None:
+        p["translate"] = translate_from_uniform(u["translate"], spec.translate, height, width)
+    if spec.jitter is not None:
+        p["jitter"] = color_jitter_from_uniform(u["jitter"], *spec.jitter)
+    if spec.policy is not None:
+        p["autoaug"] = aa.autoaugment_from_uniform(u["autoaug"], spec.policy)
+    if spec.randaug is not None:
+        p["randaug"] = aa.randaugment_from_uniform(u["randaug"], spec.randaug[0])
+    if spec.cutout is not None:
+        p["cutout"] = jnp.stack([aa.uniform_index(u["cutout"][0], height), aa.uniform_index(u["cutout"][1], width)])
+    return p
+
+
+def apply_augment(spec: AugSpec, params: dict[str, Any], img: Array) -> Array:
+    """The uint8-domain part of the pipeline (everything before Normalize) on one uint8-valued float32 image.
+    AutoAugment's and RandAugment's op stages run in one loop (one compiled op bank)."""
+    if spec.crop is not None:
+        img = ops.pad_crop(img, params["crop"][0], params["crop"][1], spec.crop)
+    if spec.flip:
+        img = jnp.where(params["flip"], ops.hflip(img), img)
+    if spec.rotation is not None:
+        img = ops.rotate(img, params["angle"])
+    if spec.translate is not None:
+        img = ops.translate(img, params["translate"][0], params["translate"][1])
+    if spec.jitter is not None:
+        img = apply_color_jitter(img, params["jitter"], tuple(v > 0 for v in spec.jitter))
+    stages, bin_sets = [], []
+    if spec.policy is not None:
+        stages.append(aa.autoaugment_stages(params["autoaug"], spec.policy, table_set=len(bin_sets)))
+        bin_sets.append(aa.AUTOAUGMENT_BINS)
+    if spec.randaug is not None and spec.randaug[0] > 0:
+        stages.append(aa.randaugment_stages(params["randaug"], spec.randaug[1], table_set=len(bin_sets)))
+        bin_sets.append(aa.RANDAUGMENT_BINS)
+    if stages:
+        program = {k: jnp.concatenate([st[k] for st in stages]) for k in stages[0]}
+        img = aa.apply_stages(img, program, tuple(bin_sets))
+    return img
+
+
+def _check_batch(images: Array) -> None:
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"expected images (B, H, W, C) with C in (1, 3), got shape {tuple(images.shape)}")
+    if images.dtype != jnp.uint8:
+        raise ValueError(f"expected uint8 images (0..255), got {images.dtype}; pass the raw uint8 pixels")
+
+
+def _check_norm(mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if len(mean) not in (1, 3) or len(std) not in (1, 3) or min(std, default=0.0) <= 0:
+        raise ValueError(f"normalization needs 1 or 3 means and stds (std > 0), got mean={mean}, std={std}; "
+                         "set data.normalization.mean/std")
+    return mean, std
+
+
+def make_train_transform(aug_cfg: Any, *, mean, std):
+    """Build the jitted training transform from ``config.data.augmentation``.
+
+    Returns ``f(key, images uint8 (B, H, W, C)) -> float32 (B, H, W, C)``: per sample (one key each, split from
+    ``key``) the enabled uint8 ops, then (x / 255 - mean) / std (mean/std of length 1 or C), then Cutout.
+    """
+    spec = parse_augmentation(aug_cfg)
+    mean, std = _check_norm(mean, std)
+
+    def one(key: Array, img: Array) -> Array:
+        h, w, _ = img.shape
+        params = sample_params(spec, key, h, w)
+        x = ops.normalize(apply_augment(spec, params, img.astype(jnp.float32)), mean, std)
+        if spec.cutout is not None:
+            y1, y2, x1, x2 = cutout_box(params["cutout"], h, w, spec.cutout)
+            x = ops.erase_box(x, y1, y2, x1, x2)
+        return x
+
+    @jax.jit
+    def transform(key: Array, images: Array) -> Array:
+        _check_batch(images)
+        return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
+
+    return transform
+
+
+def make_eval_transform(*, mean, std):
+    """Jitted ``f(images uint8 (B, H, W, C)) -> float32 (B, H, W, C)``: ToTensor + Normalize only."""
+    mean, std = _check_norm(mean, std)
+
+    @jax.jit
+    def transform(images: Array) -> Array:
+        _check_batch(images)
+        return ops.normalize(images, mean, std)
+
+    return transform
