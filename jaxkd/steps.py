@@ -17,10 +17,12 @@ from typing import Any, Callable
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-__all__ = ["TrainState", "split_model", "init_state", "make_train_step", "make_eval_step", "swa_update",
+__all__ = ["TrainState", "split_model", "init_state", "replicate", "make_train_step", "make_eval_step", "swa_update",
            "ema_params_or_params", "merge_eval"]
 
 FP16_GROWTH_INTERVAL = 2000  # dynamic loss scaling: double the scale after this many finite steps
@@ -69,6 +71,21 @@ def init_state(params, rest, tx: optax.GradientTransformation, seed: int, *, swa
         loss_scale=jnp.asarray(2.0 ** 15, jnp.float32) if fp16 else None,
         good_steps=jnp.zeros((), jnp.int32) if fp16 else None,
     )
+
+
+def replicate(tree, mesh):
+    """Every leaf as a global array replicated over `mesh` (works with several processes, where device_put onto
+    non-addressable devices is not allowed): built per leaf from the host value with make_array_from_callback.
+    Typed PRNG keys are moved as their key data and re-wrapped."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        a = np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree.map(put, tree)
 
 
 def _all_finite(tree) -> jax.Array:

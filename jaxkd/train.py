@@ -76,31 +76,36 @@ def evaluate_split(eval_step, params, rest, data, split: str) -> dict:
             "count": int(total["count"]), "confusion": np.asarray(total["confusion"]).round().astype(np.int64)}
 
 
-def _bn_recompute(gd_train, params, rest, data, mixing: bool):
-    """torch.optim.swa_utils.update_bn: BatchNorm running statistics recomputed on the training data as the
-    equal-weight average over batches of the batch mean and unbiased variance (momentum=None), with the weights
-    fixed. Runs the train-mode forward with momentum 1 (so each forward leaves exactly its batch statistics)."""
-    model = nnx.merge(gd_train, params, rest)
+def bn_recompute(gd_train, params, rest, images):
+    """torch.optim.swa_utils.update_bn: BatchNorm running statistics recomputed, with the weights fixed, as the
+    equal-weight average over the batches of `images` (an iterable of (B,H,W,C) arrays) of each batch's mean and
+    unbiased variance (torch's momentum=None). Runs the train-mode forward with momentum 1, so each forward leaves
+    exactly its batch statistics; num_batches_tracked advances by the number of batches, as in torch."""
+    model = nnx.merge(gd_train, params, jax.tree.map(lambda x: x, rest))
     bns = [m for _, m in model.iter_modules() if hasattr(m, "num_batches_tracked")]
     if not bns:
         return rest
     for bn in bns:
         bn.momentum = 1.0
-    gd_capture, _, rest0 = nnx.split(model, nnx.Param, ...)
+    gd_capture = nnx.graphdef(model)
 
     @jax.jit
     def batch_stats(rest, image):
-        m = nnx.merge(gd_capture, params, rest)
-        m(image) if not hasattr(m, "forward_heads") else m.forward_heads(image)
+        m = nnx.merge(gd_capture, params, jax.tree.map(lambda x: x, rest))
+        tasks.forward_train(m, image)
         return nnx.split(m, nnx.Param, ...)[2]
 
     avg, n = None, 0
-    for batch in data.train_batches(0):
-        new = batch_stats(rest0, batch.image)
-        avg = new if avg is None else jax.tree.map(lambda a, b: a + (b - a) / (n + 1), avg, new)
+    for image in images:
+        new = batch_stats(rest, image)
+        avg = new if avg is None else jax.tree.map(
+            lambda a, b: a + (b - a) / (n + 1) if jnp.issubdtype(a.dtype, jnp.floating) else b, avg, new)
         n += 1
-    # Keep the non-statistics entries (RNG counters) of the original state; num_batches_tracked counts batches.
-    return jax.tree.map(lambda old, a: a if jnp.issubdtype(a.dtype, jnp.floating) else old + n, rest, avg)
+    if avg is None:
+        return rest
+    # Statistics from the average; integer counters (num_batches_tracked) advance by n; RNG state unchanged.
+    return jax.tree.map(lambda old, a: a if jnp.issubdtype(a.dtype, jnp.floating) else old + n
+                        if old.dtype == jnp.int32 and old.ndim == 0 else old, rest, avg)
 
 
 def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
@@ -156,7 +161,7 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     state = steps.init_state(params, rest, tx, cfg.seed, swa=cfg.training.use_swa, ema=cfg.training.ema.enabled,
                              fp16=fp16)
     # --- shard: parameters and optimiser state replicated over the mesh, batches split over 'data' ---------------
-    state = jax.device_put(state, NamedSharding(mesh, P()))
+    state = steps.replicate(state, mesh)
     train_step = steps.make_train_step(gd_train, task, tx, steps_per_epoch=steps_per_epoch, schedule=schedule,
                                        accumulation=accum,
                                        ema_decay=cfg.training.ema.decay if cfg.training.ema.enabled else None)
@@ -247,7 +252,9 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     results = {}
     candidates = {"final": (state.params, state.rest)}
     if state.swa_params is not None and int(state.swa_count) > 0:
-        candidates["swa"] = (state.swa_params, _bn_recompute(gd_train, state.swa_params, state.rest, data, mixing))
+        # BatchNorm statistics for the averaged weights, from one pass over the (augmented) training stream
+        images = (b.image for b in data.train_batches(0, num_steps=steps_per_epoch))
+        candidates["swa"] = (state.swa_params, bn_recompute(gd_train, state.swa_params, state.rest, images))
     if state.ema_params is not None:
         candidates["ema"] = (state.ema_params, state.rest)
     for name, (p, r) in candidates.items():
@@ -266,8 +273,8 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
         if name in results:
             summary[f"{name}_test_accuracy"] = results[name]["test"]["accuracy"]
             summary[f"{name}_val_accuracy"] = results[name]["val"].get("accuracy")
+    ckpt_lib.export_model(workdir / "model", state.params, state.rest)  # collective: every process takes part
     if is_main:
-        ckpt_lib.export_model(workdir / "model", state.params, state.rest)
         report = reporting.classification_report(final["test"]["confusion"], data.class_names)
         report.update({k: final["test"][k] for k in ("top1", "top3", "top5", "loss")})
         text = reporting.format_report(report, f"{cfg.experiment_name}: test split ({final['test']['count']} images)")

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 from jaxkd.config.schema import (  # noqa: F401  (re-exported)
-    DATASET_SHAPES, DINOV2_MODELS, PEER_AUGMENTATION, RULES, SOURCE_KINDS, VIT_VARIANTS, ConfigError,
+    DATASET_SHAPES, DINOV2_MODELS, RULES, SOURCE_KINDS, VIT_VARIANTS, ConfigError,
     _cross_checks, apply_peer_augmentation, base_config, image_shape, precision, shared_data,
 )
 
@@ -253,10 +253,17 @@ def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 
 
 def main_guard(fn: Callable[[], int | None]) -> None:
-    """Runs a CLI main: ConfigError and other user errors become one line on stderr and exit code 2."""
+    """Runs a CLI main. Bad input — a ConfigError, or any of jaxkd's own ValueError subclasses (DataError,
+    CheckpointError, StateDictMismatch, ...) — becomes one line on stderr and exit code 2; a run stopped by a
+    non-finite loss exits with 1 after its one-line message."""
     try:
         code = fn()
-    except ConfigError as e:
+    except ValueError as e:
+        if not (isinstance(e, ConfigError) or type(e).__module__.startswith("jaxkd")):
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     sys.exit(code or 0)

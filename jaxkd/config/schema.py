@@ -303,23 +303,14 @@ RULES: dict[str, Callable] = {
 }
 
 
-PEER_AUGMENTATION = {
-    # SPEC §5: the original project's training pipelines.
-    "mnist": {"random_rotation": dict(enabled=True, degrees=10.0), "random_affine": dict(enabled=True, translate=0.1),
-              "randaugment": dict(enabled=True, num_ops=2, magnitude=9), "cutout": dict(enabled=True, length=8)},
-    "cifar": {"random_crop": dict(enabled=True, padding=4), "random_flip": dict(enabled=True),
-              "color_jitter": dict(enabled=True, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1),
-              "auto_augment": dict(enabled=True, policy="cifar10"),
-              "randaugment": dict(enabled=True, num_ops=2, magnitude=9), "cutout": dict(enabled=True, length=16)},
-}
-
-
 def apply_peer_augmentation(cfg: ConfigDict, name: str) -> ConfigDict:
-    """Turns on the original project's training pipeline 'mnist' or 'cifar' (SPEC §5) in cfg.data.augmentation."""
-    if name not in PEER_AUGMENTATION:
-        raise ConfigError(f"unknown peer pipeline {name!r}: choose one of {', '.join(PEER_AUGMENTATION)}")
-    for op, fields in PEER_AUGMENTATION[name].items():
-        cfg.data.augmentation[op].update(fields)
+    """Sets cfg.data.augmentation to the original project's training pipeline 'mnist' or 'cifar' (SPEC §5); the
+    one definition lives in jaxkd.data.augment.PEER_PIPELINES."""
+    from jaxkd.data.augment import PEER_PIPELINES, apply_peer_pipeline
+
+    if name not in PEER_PIPELINES:
+        raise ConfigError(f"unknown peer pipeline {name!r}: choose one of {', '.join(PEER_PIPELINES)}")
+    apply_peer_pipeline(cfg.data.augmentation, name)
     return cfg
 
 
