@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-__all__ = ["Checkpoints", "CheckpointError", "export_model", "load"]
+__all__ = ["Checkpoints", "CheckpointError", "export_model", "load", "params_sha256", "check_workdir"]
 
 
 class CheckpointError(ValueError):
@@ -23,36 +23,118 @@ class CheckpointError(ValueError):
 
 
 class Checkpoints:
-    """The run's CheckpointManager: keeps the newest `keep` checkpoints; async saves, errors surfaced."""
+    """The run's checkpoints: `checkpoints/` (the newest `keep`, periodic and final) and `checkpoints_best/` (the one
+    with the best validation accuracy) as two CheckpointManagers, so that "best" never evicts "latest".
 
-    def __init__(self, directory: str | Path, keep: int = 3, *, read_only: bool = False):
-        self.directory = Path(directory).resolve()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
-                                               enable_async_checkpointing=not read_only)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "meta"))
+    Saves are asynchronous; `wait()` blocks until they are on disk and re-raises a failed save's error. Orbax
+    writes each step into a temporary folder and renames it when complete, so a run killed during a save leaves
+    the previous checkpoints intact.
+    """
+
+    def __init__(self, workdir: str | Path, keep: int = 3, *, read_only: bool = False):
+        self.workdir = Path(workdir).resolve()
+
+        def manager(sub: str, max_to_keep: int):
+            options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
+                                                   read_only=read_only, enable_async_checkpointing=not read_only,
+                                                   cleanup_tmp_directories=not read_only)
+            return ocp.CheckpointManager(self.workdir / sub, options=options, item_names=("state", "meta"))
+
+        self.manager = manager("checkpoints", keep)
+        self.best = manager("checkpoints_best", 1)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any, meta: dict) -> None:
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta)))
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        (self.best if best else self.manager).save(step, args=args, force=True)
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict]:
-        """Restores step `step` onto `target` (a pytree of arrays or jax.ShapeDtypeStruct with shardings)."""
+        """Restores step `step` onto `target` (arrays or jax.ShapeDtypeStruct with shardings: a different device
+        count than the save is fine)."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                  meta=ocp.args.JsonRestore()))
         return out.state, out.meta
 
+    def restore_newest_good(self, target: Any, log=print) -> tuple[int | None, Any, dict | None]:
+        """The newest checkpoint that restores; a corrupt or partial one is reported and skipped."""
+        for step in reversed(self.all_steps()):
+            try:
+                state, meta = self.restore(step, target)
+                return step, state, meta
+            except Exception as e:  # noqa: BLE001  (any failure to read a step makes it unusable)
+                bad = self.workdir / "checkpoints" / str(step)
+                aside = self.workdir / "corrupt_checkpoints" / str(step)
+                log(f"warning: checkpoint {bad} is corrupt or incomplete ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:200]}); moved to {aside}, trying an older one")
+                aside.parent.mkdir(exist_ok=True)
+                if bad.exists() and not aside.exists():
+                    bad.rename(aside)  # kept for inspection, out of the way of the resumed run's saves
+                self.manager.reload()
+        if self.all_steps():
+            raise CheckpointError(f"no usable checkpoint in {self.workdir / 'checkpoints'}: every step failed to "
+                                  "restore; move the folder away to start afresh")
+        return None, None, None
+
     def wait(self) -> None:
-        self.manager.wait_until_finished()
-        if hasattr(self.manager, "check_for_errors"):
-            self.manager.check_for_errors()
+        for m in (self.manager, self.best):
+            m.wait_until_finished()
+            m.check_for_errors()
 
     def close(self) -> None:
         self.manager.close()
+        self.best.close()
+
+
+def params_sha256(params: Any) -> str:
+    """SHA-256 over every parameter's bytes (little-endian, C order), in the sorted order of their paths."""
+    import hashlib
+
+    import numpy as np
+
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    h = hashlib.sha256()
+    for path, leaf in sorted(flat, key=lambda kv: jax.tree_util.keystr(kv[0])):
+        arr = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(arr.astype(arr.dtype.newbyteorder("<")).tobytes())
+    return h.hexdigest()
+
+
+# Fields that do not change what a run computes: a workdir may be resumed with them changed.
+_COSMETIC = ("logging.progress_bar", "training.log_every_steps", "logging.keep_checkpoints", "data.data_dir",
+             "data.source", "experiment_name", "output_dir", "logging.log_dir")
+
+
+def check_workdir(workdir: Path, config_json: str, force: bool) -> None:
+    """Refuses a workdir that holds a run with another config (unless `force`, which moves the old run aside into
+    `replaced-<time>/` instead of deleting it)."""
+    old_file = workdir / "config.json"
+    if not old_file.is_file():
+        return
+    from jaxkd.config import flatten
+
+    old, new = flatten(json.loads(old_file.read_text())), flatten(json.loads(config_json))
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _COSMETIC)
+    if not diff:
+        return
+    if not force:
+        shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in diff[:4])
+        more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+        raise CheckpointError(f"workdir {workdir} holds a run with a different config: {shown}{more}; use another "
+                              "--workdir, or --force to move the old run aside and start afresh")
+    import time
+
+    aside = workdir / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    for item in list(workdir.iterdir()):
+        if item != aside and not item.name.startswith("replaced-"):
+            item.rename(aside / item.name)
 
 
 def export_model(directory: str | Path, params: Any, rest: Any) -> None:

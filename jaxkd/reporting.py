@@ -49,6 +49,16 @@ class MetricWriter:
         with open(self.path, "a") as f:
             f.write(json.dumps(row, default=_json_default) + "\n")
 
+    def truncate_after(self, step: int) -> None:
+        """Drops the rows logged after `step` (a resumed run logs them again)."""
+        if self.path is None or not self.path.exists():
+            return
+        keep = [line for line in self.path.read_text().splitlines() if line.strip()
+                and json.loads(line)["step"] <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, self.path)
+
     def read(self) -> list[dict]:
         if self.path is None or not self.path.exists():
             return []

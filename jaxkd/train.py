@@ -15,7 +15,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -82,7 +84,7 @@ def bn_recompute(gd_train, params, rest, images):
     unbiased variance (torch's momentum=None). Runs the train-mode forward with momentum 1, so each forward leaves
     exactly its batch statistics; num_batches_tracked advances by the number of batches, as in torch."""
     model = nnx.merge(gd_train, params, jax.tree.map(lambda x: x, rest))
-    bns = [m for _, m in model.iter_modules() if hasattr(m, "num_batches_tracked")]
+    bns = [m for _, m in nnx.iter_modules(model) if hasattr(m, "num_batches_tracked")]
     if not bns:
         return rest
     for bn in bns:
@@ -108,6 +110,28 @@ def bn_recompute(gd_train, params, rest, images):
                         if old.dtype == jnp.int32 and old.ndim == 0 else old, rest, avg)
 
 
+_FAULT_SLEEP_S = float(os.environ.get("JAXKD_FAULT_SLEEP_S", "0") or 0)
+
+
+class _StopOnSignal:
+    """Records SIGTERM / SIGINT instead of dying, so the loop can save a checkpoint and exit (main thread only)."""
+
+    def __init__(self):
+        self.signum = 0
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def restore(self):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+
+
 def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     """Trains per `cfg` into `workdir`; returns the summary dict (also written to summary.json)."""
     t_start = time.time()
@@ -117,6 +141,8 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     workdir = Path(workdir)
     if cfg.training.use_tf32:
         jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+    if is_main:
+        ckpt_lib.check_workdir(workdir, config_lib.to_json(cfg), force)
     # --- mesh ----------------------------------------------------------------------------------------------------
     from jaxkd import data as data_lib
 
@@ -174,24 +200,24 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     if cfg.training.scheduler == "plateau":
         p = cfg.training.lr_scheduler_params
         plateau = optim.PlateauTracker(factor=p.factor, patience=p.patience)
-    ckpts = None
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
         reporting.write_json_atomic(workdir / "data.json", {
             "class_names": list(data.class_names), "image_shape": list(data.image_shape),
             "mean": [float(v) for v in np.ravel(data.mean)], "std": [float(v) for v in np.ravel(data.std)]})
-    ckpts = ckpt_lib.Checkpoints(workdir / "checkpoints", keep=cfg.logging.keep_checkpoints)
+    ckpts = ckpt_lib.Checkpoints(workdir, keep=cfg.logging.keep_checkpoints)
     writer = reporting.MetricWriter(workdir / "metrics.jsonl" if is_main else None)
-    start_step = 0
-    latest = ckpts.latest_step()
-    if latest is not None:
-        state, host = ckpts.restore(latest, state)
-        start_step = int(latest)
+    start_step, restored, meta = ckpts.restore_newest_good(state, log=lambda m: print(m, file=sys.stderr))
+    if start_step is not None:
+        state, host = restored, meta
         if plateau is not None and host.get("plateau"):
             plateau.load_state_dict(host["plateau"])
+        writer.truncate_after(start_step)  # rows a killed run logged after its last checkpoint are replayed
         if is_main:
-            print(f"resuming from step {start_step} (epoch {start_step // steps_per_epoch})", flush=True)
+            print(f"resuming from step {start_step} (epoch {start_step / steps_per_epoch:.2f})", flush=True)
+    start_step = start_step or 0
+    stop = _StopOnSignal()
     swa_from = optim.swa_start(cfg)
     es = cfg.training.early_stopping
     progress = reporting.Progress(is_main and cfg.logging.progress_bar, epochs * steps_per_epoch, start_step)
@@ -205,11 +231,13 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
         for batch in data.train_batches(epoch, step - epoch * steps_per_epoch,
                                         num_steps=steps_per_epoch - (step - epoch * steps_per_epoch)):
             state, metrics = train_step(state, _batch_dict(batch, mixing))
+            if _FAULT_SLEEP_S:  # test-only fault injection: slow steps down so a test can kill mid-epoch
+                time.sleep(_FAULT_SLEEP_S)
             pending.append(metrics)
             step += 1
             since += 1
             last_of_epoch = step % steps_per_epoch == 0
-            if since == cfg.training.log_every_steps or last_of_epoch:
+            if since == cfg.training.log_every_steps or last_of_epoch or stop.signum:
                 fetched = jax.device_get(pending)
                 mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                 if not math.isfinite(mean["loss"]):
@@ -221,6 +249,18 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
                 progress.update(since, loss=mean["loss"], acc=mean.get("accuracy", float("nan")), lr=mean["lr"],
                                 img_s=f"{mean['images_per_s']:.0f}")
                 pending, since = [], 0
+            if stop.signum:
+                break
+        if stop.signum:  # SIGTERM / SIGINT: save where we are, then exit; the same command resumes here
+            progress.close()
+            host["epoch"] = step // steps_per_epoch
+            ckpts.save(step, state, host)
+            ckpts.wait()
+            ckpts.close()
+            print(f"stopped by signal {stop.signum} at step {step}: checkpoint saved in {workdir / 'checkpoints'}; "
+                  "run the same command to resume", file=sys.stderr, flush=True)
+            stop.restore()
+            raise SystemExit(128 + stop.signum)
         epoch = step // steps_per_epoch
         # --- end of epoch: SWA, validation, plateau, early stopping, checkpoint ------------------------------
         if swa_from is not None and epoch - 1 >= swa_from:
@@ -229,7 +269,9 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
             val = evaluate_split(eval_step, steps.ema_params_or_params(state), state.rest, data, "val")
             if val:
                 writer.write("val", step, epoch, loss=val["loss"], accuracy=val["accuracy"], top5=val["top5"])
-                host["best_val_accuracy"] = max(host["best_val_accuracy"], val["accuracy"])
+                if val["accuracy"] > host["best_val_accuracy"]:
+                    host["best_val_accuracy"] = val["accuracy"]
+                    ckpts.save(step, state, host, best=True)
                 if plateau is not None:
                     state = state.replace(lr_scale=jnp.asarray(plateau.update(val["loss"]), jnp.float32))
                     host["plateau"] = plateau.state_dict()
@@ -247,6 +289,7 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
         if epoch % cfg.logging.save_frequency == 0 or epoch == epochs or host["stopped_early"]:
             ckpts.save(step, state, host)
     progress.close()
+    stop.restore()
     ckpts.wait()
     # --- evals: final weights, SWA (with recomputed BatchNorm statistics), EMA; test only here -----------------
     results = {}
@@ -267,7 +310,8 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
         "val_accuracy": final["val"].get("accuracy"), "val_loss": final["val"].get("loss"),
         "epochs": epoch, "steps": step, "wall_s": time.time() - t_start, "devices": n_dev,
         "processes": jax.process_count(), "stopped_early": host["stopped_early"],
-        "params": models.count_params(model),
+        "params": models.count_params(model), "params_sha256": ckpt_lib.params_sha256(state.params),
+        "best_val_accuracy": host["best_val_accuracy"],
     }
     for name in ("swa", "ema"):
         if name in results:

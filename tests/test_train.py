@@ -138,10 +138,10 @@ def _free_port() -> int:
 
 
 def test_two_processes_match_one(tmp_path):
-    """Two real processes (jax.distributed on localhost, one CPU device each) against one process with 2 devices."""
+    """Two real processes (jax.distributed on localhost, one CPU device each) against one process on one device
+    (the same global batch; only the order of the cross-device reductions differs)."""
     ref, multi = tmp_path / "ref", tmp_path / "multi"
-    r = _run(["--config", "configs/quickstart.py", "--workdir", str(ref), *TINY_VIT],
-             {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    r = _run(["--config", "configs/quickstart.py", "--workdir", str(ref), *TINY_VIT])
     assert r.returncode == 0, r.stderr[-2000:]
     port = _free_port()
     procs = []
@@ -159,6 +159,6 @@ def test_two_processes_match_one(tmp_path):
     s_multi = json.loads((multi / "summary.json").read_text())
     assert s_multi["processes"] == 2 and s_multi["devices"] == 2
     diff = _max_diff(_params(ref), _params(multi))
-    print(f"2 processes vs 1 process (2 devices): max param diff {diff:.2e}")
+    print(f"2 processes vs 1 process: max param diff {diff:.2e}")
     assert diff < 1e-5
     assert abs(s_ref["test_loss"] - s_multi["test_loss"]) < 1e-5

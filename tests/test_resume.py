@@ -1,0 +1,159 @@
+"""Runs get killed; the same command again loses nothing.
+
+A reference run goes uninterrupted; other runs of the same config are killed (kill -9 mid-epoch, between epochs,
+during a checkpoint save; SIGTERM) and restarted until they finish: their final parameters must be bit-identical
+(params_sha256). Also: a workdir with a different config is refused unless --force; a corrupt newest checkpoint is
+reported and the previous one used; a checkpoint saved on 8 devices resumes on 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tiny ViT on the embedded digits: 3 epochs x 4 steps, a checkpoint every epoch, metrics every step.
+ARGS = ["--config", "configs/quickstart.py", "--config.model.model_type=deit", "--config.vit.variant=custom",
+        "--config.vit.img_size=8", "--config.vit.patch_size=2", "--config.vit.embed_dim=32", "--config.vit.depth=2",
+        "--config.vit.num_heads=2", "--config.vit.distillation=false", "--config.vit.inference_mode=cls",
+        "--config.vit.drop_path_rate=0.1", "--config.data.batch_size=16", "--config.training.num_epochs=3",
+        "--config.training.max_steps_per_epoch=4", "--config.training.warmup_epochs=1",
+        "--config.training.log_every_steps=1", "--config.logging.save_frequency=1",
+        "--config.logging.progress_bar=false", "--config.training.use_swa=true",
+        "--config.training.swa_start_epoch=0.5"]
+SLEEP = {"JAXKD_FAULT_SLEEP_S": "0.4"}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("jax_cache")  # later runs reuse the compiled steps: faster restarts
+    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+
+def _cmd(workdir, *extra):
+    return [sys.executable, "-m", "jaxkd.train", *ARGS, "--workdir", str(workdir), *extra]
+
+
+def _finish(workdir, env, *extra) -> subprocess.CompletedProcess:
+    r = subprocess.run(_cmd(workdir, *extra), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def _sha(workdir) -> str:
+    return json.loads((Path(workdir) / "summary.json").read_text())["params_sha256"]
+
+
+def _steps_logged(workdir) -> int:
+    f = Path(workdir) / "metrics.jsonl"
+    if not f.exists():
+        return 0
+    rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+    return max((r["step"] for r in rows if r["kind"] == "train"), default=0)
+
+
+def _val_logged(workdir, step: int) -> bool:
+    f = Path(workdir) / "metrics.jsonl"
+    return f.exists() and any(json.loads(x)["kind"] == "val" and json.loads(x)["step"] == step
+                              for x in f.read_text().splitlines() if x.strip())
+
+
+def _start_and_kill(workdir, env, *, when, sig=signal.SIGKILL, timeout=300) -> int:
+    """Starts a run, waits until `when(workdir)` is true, sends `sig`; returns the exit code."""
+    p = subprocess.Popen(_cmd(workdir), cwd=ROOT, env=dict(env, **SLEEP), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not when(workdir):
+        if p.poll() is not None:
+            raise AssertionError(f"run ended before the kill point: {p.stderr.read()[-2000:]}")
+        if time.time() - t0 > timeout:
+            p.kill()
+            raise AssertionError("kill point never reached")
+        time.sleep(0.01)
+    p.send_signal(sig)
+    p.wait(timeout=120)
+    return p.returncode
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, env):
+    workdir = tmp_path_factory.mktemp("reference")
+    _finish(workdir, env)
+    return _sha(workdir)
+
+
+def _saving(workdir) -> bool:
+    d = Path(workdir) / "checkpoints"
+    return d.is_dir() and any("tmp" in p.name for p in d.iterdir())
+
+
+KILL_POINTS = {
+    "mid-epoch-1": lambda w: _steps_logged(w) >= 2,
+    "mid-epoch-2": lambda w: _steps_logged(w) >= 6,
+    "between-epochs": lambda w: _val_logged(w, 4) and _steps_logged(w) == 4,
+    "during-save": _saving,
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill9_then_rerun_is_bit_identical(point, reference, env, tmp_path):
+    code = _start_and_kill(tmp_path, env, when=KILL_POINTS[point])
+    assert code == -signal.SIGKILL
+    killed_at = _steps_logged(tmp_path)
+    r = _finish(tmp_path, env)
+    print(f"{point}: killed after step {killed_at}; restart printed: "
+          f"{[line for line in r.stdout.splitlines() if 'resuming' in line]}")
+    assert _sha(tmp_path) == reference
+
+
+def test_sigterm_saves_and_exits_then_resumes(reference, env, tmp_path):
+    code = _start_and_kill(tmp_path, env, when=lambda w: _steps_logged(w) >= 6, sig=signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and saved[-1] >= 6 and saved[-1] % 4 != 0  # a mid-epoch checkpoint, written on SIGTERM
+    r = _finish(tmp_path, env)
+    assert f"resuming from step {saved[-1]}" in r.stdout
+    assert _sha(tmp_path) == reference
+
+
+def test_corrupt_newest_checkpoint_falls_back(reference, env, tmp_path):
+    _start_and_kill(tmp_path, env, when=lambda w: (Path(w) / "checkpoints" / "8").is_dir() and _steps_logged(w) >= 9)
+    newest = tmp_path / "checkpoints" / "8"
+    for f in newest.rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0garbage")
+    r = _finish(tmp_path, env)
+    assert "checkpoints/8 is corrupt or incomplete" in r.stderr
+    assert "resuming from step 4" in r.stdout
+    assert _sha(tmp_path) == reference
+
+
+def test_different_config_refused_unless_force(env, tmp_path):
+    _start_and_kill(tmp_path, env, when=lambda w: (Path(w) / "checkpoints" / "4").is_dir())
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = subprocess.run(_cmd(tmp_path, "--config.training.learning_rate=0.5"), cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert "holds a run with a different config: training.learning_rate" in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing touched
+    _finish(tmp_path, env, "--config.training.learning_rate=0.5", "--force")
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("replaced-")]
+    assert len(aside) == 1 and (aside[0] / "checkpoints" / "4").is_dir()  # the old run is kept, moved aside
+
+
+def test_resume_on_fewer_devices(env, tmp_path):
+    """A checkpoint written with the batch split over 8 devices restores onto 1 device and finishes."""
+    eight = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    _start_and_kill(tmp_path, eight, when=lambda w: (Path(w) / "checkpoints" / "4").is_dir() and _steps_logged(w) >= 5)
+    r = _finish(tmp_path, env)
+    assert "resuming from step" in r.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["devices"] == 1 and summary["steps"] == 12
