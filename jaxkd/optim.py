@@ -36,10 +36,11 @@ def swa_start(cfg: ConfigDict) -> int | None:
     return int(math.floor(t.swa_start_epoch * t.num_epochs)) if t.use_swa else None
 
 
-def epoch_lr(cfg: ConfigDict, epoch: float) -> float:
+def epoch_lr(cfg: ConfigDict, epoch: float, steps_per_epoch: int = 1) -> float:
     """The learning rate at a (possibly fractional) epoch, before any plateau multiplier. Host-side, float64.
 
-    Warm-up: η_max·(e+1)/W for e < W (e the integer epoch when stepped per epoch). After warm-up, with
+    Warm-up: η_max·(t+1)/(W·S) for the t-th of the W·S warm-up units, S = `steps_per_epoch` units per epoch (S = 1:
+    SPEC's per-epoch η_max·(e+1)/W; stepped per step, t = e·S is the step). After warm-up, with
     t = e − W and T = lr_scheduler_params.T_max (0: E − W):
       cosine:      η_min + (η_max − η_min)(1 + cos(π·min(t, T)/T))/2
       step:        η_max·γ^⌊t/step_size⌋
@@ -53,7 +54,7 @@ def epoch_lr(cfg: ConfigDict, epoch: float) -> float:
     if start is not None and epoch >= start:
         return t_cfg.swa_lr
     if epoch < warm:
-        return lr * (epoch + 1) / warm
+        return lr * (round(epoch * steps_per_epoch) + 1) / (warm * steps_per_epoch)
     t = epoch - warm
     if t_cfg.scheduler == "cosine":
         T = p.T_max or max(epochs - warm, 1)
@@ -80,7 +81,7 @@ def make_schedule(cfg: ConfigDict, steps_per_epoch: int) -> Callable[[jax.Array]
             return table[jnp.clip(count // steps_per_epoch, 0, epochs - 1)]
     else:
         total = epochs * steps_per_epoch
-        table = jnp.asarray([epoch_lr(cfg, s / steps_per_epoch) for s in range(total)], jnp.float32)
+        table = jnp.asarray([epoch_lr(cfg, s / steps_per_epoch, steps_per_epoch) for s in range(total)], jnp.float32)
 
         def schedule(count):
             return table[jnp.clip(count, 0, total - 1)]

@@ -127,7 +127,9 @@ class Attention(nnx.Module):
         # jax's fused attention always takes the softmax in float32, so float64 (verification) runs plain
         f64 = q.dtype == jnp.float64
         probs = None
-        if self.attention == "plain" or return_attention or drop_active or f64:
+        # XLA:CPU has no float16 dot with float32 accumulation, which the fused path asks for: plain there.
+        f16_cpu = q.dtype == jnp.float16 and jax.default_backend() == "cpu"
+        if self.attention == "plain" or return_attention or drop_active or f64 or f16_cpu:
             out, probs = plain_attention(q, k, v, scale=self.scale,
                                          probs_dropout=self.attn_drop if drop_active else None)
         else:
