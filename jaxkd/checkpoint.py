@@ -100,6 +100,8 @@ def params_sha256(params: Any) -> str:
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     h = hashlib.sha256()
     for path, leaf in sorted(flat, key=lambda kv: jax.tree_util.keystr(kv[0])):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
         arr = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
         h.update(jax.tree_util.keystr(path).encode())
         h.update(arr.astype(arr.dtype.newbyteorder("<")).tobytes())

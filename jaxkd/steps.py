@@ -5,8 +5,9 @@ state; each step is a `jax.jit` function over pure pytrees with the state's buff
 inside, runs the task's loss, differentiates with respect to the nnx.Param leaves only, and returns a new state.
 Train and eval modes are two graphdefs of the same state (dropout / BatchNorm flags are static attributes).
 
-A task (jaxkd.tasks) is `task(model, batch, epoch) -> (loss, metrics)`: supervised CE, CNN -> DeiT KD and
-token distillation all plug into this one step.
+A task (jaxkd.tasks) is `task(model, batch, epoch, aux) -> (loss, metrics)`: supervised CE, CNN -> DeiT KD and
+token distillation all plug into this one step. `aux` is a pytree passed to every step but never donated nor
+updated: the frozen teacher's state (None without a teacher).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def make_train_step(gd_train, task: Callable, tx: optax.GradientTransformation, 
     """
     accumulating = accumulation > 1
 
-    def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    def step(state: TrainState, batch: dict, aux: Any = None) -> tuple[TrainState, dict]:
         epoch = state.step // steps_per_epoch
         scale = state.loss_scale if state.loss_scale is not None else None
 
@@ -112,7 +113,7 @@ def make_train_step(gd_train, task: Callable, tx: optax.GradientTransformation, 
             # mutated at the trace that created them; the BatchNorm update mutates `rest`).
             params, rest = jax.tree.map(lambda x: x, (params, rest))
             model = nnx.merge(gd_train, params, rest)
-            loss, metrics = task(model, batch, epoch)
+            loss, metrics = task(model, batch, epoch, aux)
             _, new_rest = nnx.split(model, nnx.Param, ...)[1:]
             scaled = loss * scale if scale is not None else loss
             return scaled, (loss, metrics, new_rest)
@@ -149,16 +150,17 @@ def merge_eval(gd_eval, params, rest) -> nnx.Module:
     return nnx.merge(gd_eval, params, rest)
 
 
-def make_eval_step(gd_eval, num_classes: int, forward: Callable) -> Callable:
-    """Returns eval(params, rest, batch) -> sums over the valid examples of the batch: loss_sum (CE without
-    smoothing), correct top-1/3/5, count, and the K×K confusion matrix (rows true, columns predicted).
+def make_eval_step(gd_eval, num_classes: int, forward: Callable, extra: Callable | None = None) -> Callable:
+    """Returns eval(params, rest, batch, aux=None) -> sums over the valid examples of the batch: loss_sum (CE
+    without smoothing), correct top-1/3/5, count, and the K×K confusion matrix (rows true, columns predicted).
 
     batch: image (B,H,W,C) float, label (B,) int, mask (B,) bool (False on padding examples).
-    `forward(model, image) -> logits (B,K)` is the inference forward (jaxkd.tasks.inference_logits).
+    `forward(model, image) -> logits (B,K)` is the inference forward (jaxkd.tasks.inference_logits);
+    `extra(model, batch, aux, mask) -> dict of sums` adds a task's own validation metrics (e.g. teacher agreement).
     """
 
     @jax.jit
-    def evaluate(params, rest, batch):
+    def evaluate(params, rest, batch, aux=None):
         model = nnx.merge(gd_eval, params, rest)
         logits = forward(model, batch["image"]).astype(jnp.float32)
         labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
@@ -171,6 +173,8 @@ def make_eval_step(gd_eval, num_classes: int, forward: Callable) -> Callable:
         pred = order[:, 0]
         out["confusion"] = jnp.einsum("bi,bj->ij", jax.nn.one_hot(labels, num_classes) * mask[:, None],
                                       jax.nn.one_hot(pred, num_classes))
+        if extra is not None:
+            out.update(extra(model, batch, aux, mask))
         return out
 
     return evaluate

@@ -1,5 +1,6 @@
-"""Tasks: what a training step optimises. Each is `task(model, batch, epoch) -> (loss, metrics)`, pure and
-jit-traceable, so supervised training and every distillation mode share the one trainer (jaxkd.train).
+"""Tasks: what a training step optimises. Each is `task(model, batch, epoch, aux) -> (loss, metrics)`, pure and
+jit-traceable, so supervised training and every distillation mode share the one trainer (jaxkd.train). `aux` is
+the frozen teacher's state (None without a teacher).
 
 batch: image (B,H,W,C) float (normalised, augmented), label (B,) int, optional target (B,K) float soft targets
 (MixUp/CutMix), optional teacher_image (a clean view for the teacher). epoch: traced int32 scalar.
@@ -50,7 +51,7 @@ class Supervised:
         return losses.cross_entropy(logits, targets, self.label_smoothing,
                                     smooth_soft_targets=self.smooth_soft_targets)
 
-    def __call__(self, model, batch, epoch):
+    def __call__(self, model, batch, epoch, aux=None):
         out = forward_train(model, batch["image"])
         loss = self.ce(out["cls"], batch)
         if out.get("dist") is not None:

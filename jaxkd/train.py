@@ -63,19 +63,24 @@ def _batch_dict(batch, mixing: bool) -> dict:
     return d
 
 
-def evaluate_split(eval_step, params, rest, data, split: str) -> dict:
-    """Loss, top-1/3/5 and the confusion matrix over every example of a split (one host fetch at the end)."""
+def evaluate_split(eval_step, params, rest, data, split: str, aux=None) -> dict:
+    """Loss, top-1/3/5, the confusion matrix and the task's extra metrics (means) over every example of a split;
+    one host fetch at the end."""
     total = None
     for batch in data.eval_batches(split):
-        out = eval_step(params, rest, _batch_dict(batch, False))
+        out = eval_step(params, rest, _batch_dict(batch, False), aux)
         total = out if total is None else jax.tree.map(jnp.add, total, out)
     if total is None:
         return {}
     total = jax.device_get(total)
     n = max(float(total["count"]), 1.0)
-    return {"loss": float(total["loss_sum"]) / n, "accuracy": float(total["top1"]) / n,
-            "top1": float(total["top1"]) / n, "top3": float(total["top3"]) / n, "top5": float(total["top5"]) / n,
-            "count": int(total["count"]), "confusion": np.asarray(total["confusion"]).round().astype(np.int64)}
+    res = {"loss": float(total["loss_sum"]) / n, "accuracy": float(total["top1"]) / n,
+           "top1": float(total["top1"]) / n, "top3": float(total["top3"]) / n, "top5": float(total["top5"]) / n,
+           "count": int(total["count"]), "confusion": np.asarray(total["confusion"]).round().astype(np.int64)}
+    for k, v in total.items():
+        if k not in ("loss_sum", "count", "top1", "top3", "top5", "confusion"):
+            res[k] = float(v) / n
+    return res
 
 
 def bn_recompute(gd_train, params, rest, images):
@@ -178,7 +183,7 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
 
         teacher = distill.load_teacher(cfg, data)
     task = tasks.make_task(cfg, teacher)
-    trainable = task.trainable(model) if hasattr(task, "trainable") else model
+    trainable = task.trainable(model, nnx.Rngs(cfg.seed + 2)) if hasattr(task, "trainable") else model
     gd_train, gd_eval, params, rest = steps.split_model(trainable)
     # --- update --------------------------------------------------------------------------------------------------
     tx = optim.make_optimizer(cfg, steps_per_epoch // accum, params)
@@ -192,7 +197,9 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
                                        accumulation=accum,
                                        ema_decay=cfg.training.ema.decay if cfg.training.ema.enabled else None)
     forward = task.inference_logits if hasattr(task, "inference_logits") else tasks.inference_logits
-    eval_step = steps.make_eval_step(gd_eval, data.num_classes, forward)
+    eval_step = steps.make_eval_step(gd_eval, data.num_classes, forward, getattr(task, "eval_metrics", None))
+    # The frozen teacher's state: an input of every step (replicated, never donated, never checkpointed).
+    aux = steps.replicate(teacher.state, mesh) if teacher is not None else None
     # --- checkpoint ----------------------------------------------------------------------------------------------
     host = {"epoch": 0, "best_val_accuracy": -1.0, "early_stop": {"best": math.inf, "bad": 0}, "plateau": None,
             "stopped_early": False}
@@ -230,7 +237,7 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
         pending, timer, since = [], reporting.Timer(), 0
         for batch in data.train_batches(epoch, step - epoch * steps_per_epoch,
                                         num_steps=steps_per_epoch - (step - epoch * steps_per_epoch)):
-            state, metrics = train_step(state, _batch_dict(batch, mixing))
+            state, metrics = train_step(state, _batch_dict(batch, mixing), aux)
             if _FAULT_SLEEP_S:  # test-only fault injection: slow steps down so a test can kill mid-epoch
                 time.sleep(_FAULT_SLEEP_S)
             pending.append(metrics)
@@ -242,8 +249,11 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
                 mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                 if not math.isfinite(mean["loss"]):
                     bad = next(i for i, m in enumerate(fetched) if not np.isfinite(m["loss"]))
-                    raise FloatingPointError(f"non-finite loss at step {step - len(fetched) + bad + 1}; the last "
-                                             f"good checkpoint is kept in {workdir / 'checkpoints'}")
+                    last = ckpts.latest_step()
+                    kept = (f"the last good checkpoint (step {last}) is kept in {workdir / 'checkpoints'}"
+                            if last is not None else "no checkpoint had been written yet")
+                    raise FloatingPointError(f"non-finite loss at step {step - len(fetched) + bad + 1}; {kept}; "
+                                             "lower the learning rate or check the data")
                 mean["images_per_s"] = since * images_per_step / max(timer.lap(), 1e-9)
                 writer.write("train", step, step / steps_per_epoch, **mean)
                 progress.update(since, loss=mean["loss"], acc=mean.get("accuracy", float("nan")), lr=mean["lr"],
@@ -266,9 +276,9 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
         if swa_from is not None and epoch - 1 >= swa_from:
             state = steps.swa_update(state)
         if epoch % cfg.training.eval_every_epochs == 0 or epoch == epochs:
-            val = evaluate_split(eval_step, steps.ema_params_or_params(state), state.rest, data, "val")
+            val = evaluate_split(eval_step, steps.ema_params_or_params(state), state.rest, data, "val", aux)
             if val:
-                writer.write("val", step, epoch, loss=val["loss"], accuracy=val["accuracy"], top5=val["top5"])
+                writer.write("val", step, epoch, **{k: v for k, v in val.items() if k != "confusion"})
                 if val["accuracy"] > host["best_val_accuracy"]:
                     host["best_val_accuracy"] = val["accuracy"]
                     ckpts.save(step, state, host, best=True)
@@ -301,8 +311,8 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     if state.ema_params is not None:
         candidates["ema"] = (state.ema_params, state.rest)
     for name, (p, r) in candidates.items():
-        results[name] = {"val": evaluate_split(eval_step, p, r, data, "val"),
-                         "test": evaluate_split(eval_step, p, r, data, "test")}
+        results[name] = {"val": evaluate_split(eval_step, p, r, data, "val", aux),
+                         "test": evaluate_split(eval_step, p, r, data, "test", aux)}
     final = results["final"]
     summary = {
         "experiment_name": cfg.experiment_name, "test_accuracy": final["test"]["accuracy"],
@@ -317,7 +327,10 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
         if name in results:
             summary[f"{name}_test_accuracy"] = results[name]["test"]["accuracy"]
             summary[f"{name}_val_accuracy"] = results[name]["val"].get("accuracy")
-    ckpt_lib.export_model(workdir / "model", state.params, state.rest)  # collective: every process takes part
+    export_params, export_rest = state.params, state.rest
+    if trainable is not model:  # token distillation trains projectors too: export the student model alone
+        _, export_params, export_rest = nnx.split(nnx.merge(gd_eval, state.params, state.rest).model, nnx.Param, ...)
+    ckpt_lib.export_model(workdir / "model", export_params, export_rest)  # collective: every process takes part
     if is_main:
         report = reporting.classification_report(final["test"]["confusion"], data.class_names)
         report.update({k: final["test"][k] for k in ("top1", "top3", "top5", "loss")})

@@ -1,0 +1,159 @@
+"""Distillation as a teacher plus a task for the one trainer (never a forked trainer).
+
+- CNN -> DeiT (SPEC §3): a frozen teacher from `distillation.teacher_checkpoint` (a jaxkd workdir, or an original
+  project `.pth` read through jaxkd.convert's safe loader); hard or soft KD on the dist head, the α schedule with
+  KD warm-up; the teacher sees the student's augmented batch (as the original) or the clean view.
+- Token distillation from DINOv2 (SPEC §3): see jaxkd.distill_ss.
+
+The teacher runs inside the same jitted step: its state is the step's `aux` input (replicated, not donated, not in
+the optimiser or the checkpoints), its BatchNorm in eval mode, and stop_gradient on its outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxkd import losses, tasks
+from jaxkd.config import ConfigError
+
+__all__ = ["Teacher", "load_teacher", "load_kd_teacher", "KnowledgeDistillation", "make_task"]
+
+
+@dataclasses.dataclass
+class Teacher:
+    """A frozen teacher: graphdef (eval mode) + state (the step's aux input) and what it is."""
+
+    graphdef: Any
+    state: Any
+    kind: str  # 'classifier' (CNN / ViT logits) or 'dinov2' (token features)
+    description: str
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def model(self, state=None) -> nnx.Module:
+        return nnx.merge(self.graphdef, self.state if state is None else state)
+
+
+def _teacher_cfg(cfg):
+    """The student's config with the teacher's model section (same data, so the same classes and image shape)."""
+    from jaxkd import config as config_lib
+
+    tcfg = config_lib.ConfigDict(cfg.to_dict())
+    tcfg.model.model_type = cfg.distillation.teacher_model_type
+    return tcfg
+
+
+def load_kd_teacher(cfg, num_classes: int, image_shape) -> Teacher:
+    """The CNN (or ViT) teacher of CNN -> DeiT distillation, checked against the student's data."""
+    from jaxkd import checkpoint
+
+    path = Path(cfg.distillation.teacher_checkpoint)
+    if not path.exists():
+        raise ConfigError(f"teacher checkpoint '{path}' not found: train the teacher first (e.g. python -m jaxkd.train "
+                          f"--config configs/cifar_cnn.py --workdir {path}) or point "
+                          "--config.distillation.teacher_checkpoint at its workdir or .pth file")
+    if path.is_dir():
+        model, tcfg = checkpoint.load(path)
+        source = f"jaxkd workdir {path}"
+    elif path.suffix in (".pth", ".pt", ".bin"):
+        from jaxkd import convert, interop, models
+
+        tcfg = _teacher_cfg(cfg)
+        model = models.build(tcfg, nnx.Rngs(0))
+        sd = convert.load_torch_checkpoint(path)
+        try:
+            interop.torch_to_jax(model, sd)
+        except interop.StateDictMismatch as e:
+            raise ConfigError(f"teacher checkpoint '{path}' does not fit a {tcfg.model.model_type} for "
+                              f"{cfg.data.dataset}: {e}") from None
+        model.eval()
+        source = f"PyTorch checkpoint {path}"
+    else:
+        raise ConfigError(f"teacher checkpoint '{path}': give a jaxkd workdir (folder) or a .pth file")
+    k = tcfg.model.num_classes
+    if k != num_classes:
+        raise ConfigError(f"teacher checkpoint '{path}' predicts {k} classes but the student's data has "
+                          f"{num_classes}: use a teacher trained on the same dataset")
+    if tcfg.model.in_channels != image_shape[2]:
+        raise ConfigError(f"teacher checkpoint '{path}' takes {tcfg.model.in_channels}-channel images but the data "
+                          f"has {image_shape[2]}: use a teacher trained on the same dataset")
+    model.eval()
+    graphdef, state = nnx.split(model)
+    return Teacher(graphdef, state, "classifier", source)
+
+
+def load_teacher(cfg, data) -> Teacher:
+    if cfg.distillation.enabled:
+        return load_kd_teacher(cfg, data.num_classes, data.image_shape)
+    from jaxkd import distill_ss
+
+    return distill_ss.load_ss_teacher(cfg, data)
+
+
+def _kl_rows(t_logits, s_logits):
+    """KL(softmax(t) ‖ softmax(s)) per row, float32."""
+    lt = jax.nn.log_softmax(t_logits.astype(jnp.float32))
+    ls = jax.nn.log_softmax(s_logits.astype(jnp.float32))
+    return jnp.sum(jnp.exp(lt) * (lt - ls), axis=-1)
+
+
+class KnowledgeDistillation:
+    """DeiT distillation: (1 − α)·CE(cls head, labels) + α·KD(dist head, teacher), hard or soft (SPEC §3).
+
+    α follows distillation.alpha_schedule over epochs after distillation_warmup_epochs (0 during the warm-up).
+    """
+
+    def __init__(self, cfg, teacher: Teacher):
+        d = cfg.distillation
+        self.teacher = teacher
+        self.kind, self.tau, self.normalize = d.distillation_type, d.tau, d.kd_normalize
+        self.label_smoothing = cfg.training.label_smoothing
+        self.alpha_kw = dict(num_epochs=cfg.training.num_epochs, schedule=d.alpha_schedule, alpha=d.alpha,
+                             alpha_start=d.alpha_start, alpha_end=d.alpha_end,
+                             warmup_epochs=d.distillation_warmup_epochs)
+
+    def teacher_logits(self, batch, aux):
+        teacher = self.teacher.model(aux)
+        image = batch.get("teacher_image", batch["image"])
+        return jax.lax.stop_gradient(teacher(image).astype(jnp.float32))
+
+    def __call__(self, model, batch, epoch, aux):
+        out = tasks.forward_train(model, batch["image"])
+        t_logits = self.teacher_logits(batch, aux)
+        alpha = losses.alpha_at(epoch.astype(jnp.float32), **self.alpha_kw)
+        targets = batch.get("target", batch["label"])
+        loss, parts = losses.distillation_loss(out["cls"], out["dist"], targets, t_logits, alpha=alpha,
+                                               kind=self.kind, tau=self.tau, label_smoothing=self.label_smoothing,
+                                               normalize=self.normalize)
+        student = out["dist"] if out["dist"] is not None else out["cls"]
+        labels = batch["label"]
+        return loss, {"accuracy": jnp.mean((jnp.argmax(out["cls"], -1) == labels).astype(jnp.float32)),
+                      "ce": parts["ce"], "kd": parts["kd"], "alpha": alpha,
+                      "agreement": jnp.mean((jnp.argmax(student, -1) == jnp.argmax(t_logits, -1)).astype(jnp.float32))}
+
+    def eval_metrics(self, model, batch, aux, mask):
+        """Validation: accuracies of both heads and of the teacher, student-teacher top-1 agreement and KL."""
+        out = tasks.forward_train(model, batch["image"])
+        t_logits = self.teacher_logits(batch, aux)
+        labels = batch["label"]
+        acc = lambda logits: jnp.sum((jnp.argmax(logits, -1) == labels) * mask)  # noqa: E731
+        student = out["dist"] if out["dist"] is not None else out["cls"]
+        res = {"cls_accuracy": acc(out["cls"]), "teacher_accuracy": acc(t_logits),
+               "teacher_agreement": jnp.sum((jnp.argmax(student, -1) == jnp.argmax(t_logits, -1)) * mask),
+               "teacher_kl": jnp.sum(_kl_rows(t_logits, student) * mask)}
+        if out["dist"] is not None:
+            res["dist_accuracy"] = acc(out["dist"])
+        return res
+
+
+def make_task(cfg, teacher: Teacher):
+    if cfg.distillation.enabled:
+        return KnowledgeDistillation(cfg, teacher)
+    from jaxkd import distill_ss
+
+    return distill_ss.SelfSupervisedDistillation(cfg, teacher)
