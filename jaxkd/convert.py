@@ -1,0 +1,342 @@
+"""`python -m jaxkd.convert`: checkpoints and configs between the original PyTorch project and jaxkd.
+
+    python -m jaxkd.convert from-torch --config configs/mnist_cnn.py --torch best_model.pth --out workdirs/peer_cnn
+    python -m jaxkd.convert from-yaml cnn_mnist.yaml --out configs/peer_cnn_mnist.py [--devices 2]
+    python -m jaxkd.convert to-torch --workdir workdirs/mnist_cnn --out mnist_cnn.pth   # or .safetensors
+
+from-torch: reads the original project's ``best_model.pth`` (a state dict, or a dict holding it under
+'model_state_dict' beside pickled objects of that project's classes, which are neither needed nor ever run: see
+:mod:`jaxkd.torch_checkpoint`), checks it against the model of a jaxkd preset (plus ``--config.a.b=value``
+overrides) and writes a jaxkd workdir — config.json, data.json, model/ — that ``jaxkd.evaluate``,
+``jaxkd.predict`` and distillation (as the teacher) accept. A state dict that does not fit the preset is a one-line
+error naming the mismatching keys and shapes; the output directory is then left as it was.
+
+from-yaml: the original project's YAML config -> a jaxkd preset file (:mod:`jaxkd.yaml_import` has the mapping).
+
+to-torch: a jaxkd workdir's exported model -> a state dict in the original / torch_ref layout, as ``.pth``
+(torch.save of {key: tensor}; ``load_state_dict(strict=True)`` accepts it) or ``.safetensors``.
+
+Existing outputs are never overwritten without ``--force``. Errors exit with code 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from jaxkd import config as config_lib
+from jaxkd import torch_checkpoint as tc
+
+__all__ = ["ConvertError", "from_torch", "from_yaml", "to_torch", "load_torch_checkpoint", "data_meta",
+           "expected_shapes", "main"]
+
+MNIST_CLASSES = tuple(str(i) for i in range(10))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_KNOWN_CLASSES = {"mnist": MNIST_CLASSES, "cifar": CIFAR10_CLASSES}
+_HEADS = ("classifier.3.weight", "head.weight")
+_SHOW = 5  # keys listed per kind of mismatch
+
+
+class ConvertError(ValueError):
+    """A conversion that cannot run (output exists, checkpoint does not fit the preset, ...): one line, with fix."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# from-torch
+
+def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The model state dict in a ``.pth`` (the original's best_model.pth, or a bare state dict) or
+    ``.safetensors`` file, as {torch key: numpy array}, read without importing or running pickled classes
+    (:func:`jaxkd.torch_checkpoint.load_torch_file`). Raises TorchCheckpointError naming the file and the fix."""
+    return tc.state_dict_arrays(tc.load_torch_file(path), str(path))
+
+
+def data_meta(cfg) -> dict:
+    """data.json of a workdir: class_names, image_shape [H, W, C], per-channel normalisation mean / std.
+
+    For data.dataset 'mnist' / 'cifar' with 10 classes these follow from the config alone (SPEC §5 statistics, or
+    data.normalization when given); any other dataset is loaded (as training would) to read them.
+    """
+    from jaxkd.data.pipeline import normalization_stats
+
+    shape = config_lib.image_shape(cfg)
+    names = _KNOWN_CLASSES.get(cfg.data.dataset)
+    norm = cfg.data.normalization
+    if names and shape and cfg.model.num_classes == len(names):
+        mean, std = normalization_stats(cfg.data.dataset, np.zeros((0, *shape), np.uint8), list(norm.mean),
+                                        list(norm.std))
+        class_names, image_shape = list(names), list(shape)
+    else:
+        from jaxkd import data as data_lib
+
+        data = data_lib.DataPipeline.from_config(cfg)
+        class_names, image_shape, mean, std = (list(data.class_names), list(data.image_shape), data.mean, data.std)
+    return {"class_names": class_names, "image_shape": [int(v) for v in image_shape],
+            "mean": [float(v) for v in np.ravel(mean)], "std": [float(v) for v in np.ravel(std)]}
+
+
+def _listing(items: list[str]) -> str:
+    more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+    return ", ".join(items[:_SHOW]) + more
+
+
+def _fit_problems(expected: dict[str, tuple], sd: dict[str, np.ndarray]) -> tuple[list[str], str]:
+    """(problems, hint) of a torch-layout state dict against the expected {key: shape}; problems empty = fits."""
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    shaped = [f"{k} {tuple(sd[k].shape)} vs {expected[k]}" for k in expected
+              if k in sd and tuple(sd[k].shape) != tuple(expected[k])]
+    problems = []
+    if shaped:
+        problems.append(f"{len(shaped)} mis-shaped (checkpoint vs preset): {_listing(shaped)}")
+    if missing:
+        problems.append(f"{len(missing)} missing: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {_listing(unexpected)}")
+    hint = ""
+    for head in _HEADS:
+        if head in sd and head in expected and sd[head].shape[1:] == expected[head][1:] \
+                and sd[head].shape[0] != expected[head][0]:
+            hint = f"; try --config.model.num_classes={sd[head].shape[0]}"
+    return problems, hint
+
+
+def expected_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """torch key -> torch-layout shape of the model ``cfg`` builds, without initialising it (nnx.eval_shape)."""
+    from flax import nnx
+
+    from jaxkd import interop, models
+
+    abstract = nnx.eval_shape(lambda: models.build(cfg, nnx.Rngs(0)))
+    for _, var in nnx.iter_graph(abstract):
+        if isinstance(var, nnx.Variable) and hasattr(var.get_value(), "shape"):
+            var.set_value(np.broadcast_to(np.zeros((), np.int8), var.get_value().shape))  # shape only, no memory
+    return interop.torch_state_dict_shapes(abstract)
+
+
+def _check_out_dir(out: Path, force: bool, inputs: Sequence[Path] = ()) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConvertError(f"--out {out} is a file; give a directory for the jaxkd workdir")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ConvertError(f"--out {out} exists and is not empty; pass --force to replace it, or choose another "
+                               "directory")
+        if not (out / "config.json").is_file():
+            raise ConvertError(f"--out {out} is not a jaxkd workdir (no config.json); --force only replaces a jaxkd "
+                               "workdir: choose another directory")
+        root = out.resolve()
+        for p in inputs:
+            if root in Path(p).resolve().parents:
+                raise ConvertError(f"the input {p} lies inside --out {out}, which --force would replace; move it out "
+                                   "first")
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Moves the finished directory ``tmp`` to ``out``, replacing what is there (already vetted)."""
+    old = None
+    if out.is_dir():
+        if any(out.iterdir()):
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        else:
+            out.rmdir()
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _from_torch(cfg, spec: str, torch_path: str | os.PathLike, out_dir: str | os.PathLike, *, force: bool = False,
+                log: Callable[[str], None] = print) -> Path:
+    from flax import nnx
+
+    from jaxkd import checkpoint as ckpt_lib
+    from jaxkd import interop, models, reporting, steps
+
+    out, src = Path(out_dir), Path(torch_path)
+    _check_out_dir(out, force, [src])
+    obj = tc.load_torch_file(src)
+    sd = tc.state_dict_arrays(obj, str(src))
+    expected = expected_shapes(cfg)
+    problems, hint = _fit_problems(expected, sd)
+    if problems:
+        seen = tc.describe_state_dict(sd)
+        raise ConvertError(
+            f"{src} does not fit preset '{spec}' ({tc.describe_state_dict(expected) or cfg.model.model_type}): "
+            + "; ".join(problems)
+            + (f". The checkpoint looks like {seen}" if seen else "")
+            + f"{hint or '; choose the preset the checkpoint was trained with (or --config.a.b=value overrides)'}")
+    model = models.build(cfg, nnx.Rngs(0))
+    interop.torch_to_jax(model, sd, strict=True)
+    meta = data_meta(cfg)
+    _, _, params, rest = steps.split_model(model)
+    ignored = tc.unloaded_objects(obj)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        (tmp / "config.json").write_text(config_lib.to_json(cfg) + "\n")
+        reporting.write_json_atomic(tmp / "data.json", meta)
+        reporting.write_json_atomic(tmp / "converted_from.json", {
+            "torch_checkpoint": str(src.resolve()), "preset": spec, "tensors": len(sd),
+            "ignored_objects": ignored})
+        ckpt_lib.export_model(tmp / "model", params, rest)
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"imported {src} ({len(sd)} tensors, {models.count_params(model):,} parameters) with preset '{spec}' "
+        f"into {out}")
+    if ignored:
+        log("ignored pickled objects (not loaded, never run): " + "; ".join(ignored))
+    return out
+
+
+def from_torch(config_spec: str, torch_path: str | os.PathLike, out_dir: str | os.PathLike,
+               overrides: Sequence[str] = (), *, force: bool = False,
+               log: Callable[[str], None] = print) -> Path:
+    """Imports a PyTorch checkpoint of the original project into a new jaxkd workdir ``out_dir``; returns it.
+
+    ``config_spec``: a preset 'configs/NAME.py[:arg]' (or 'NAME[:arg]'); ``overrides``: '--config.a.b=value'
+    items. The workdir holds config.json (the resolved preset), data.json (class names, image shape,
+    normalisation) and model/ (the weights, as training exports them), so ``jaxkd.checkpoint.load(out_dir)``
+    returns the model with the checkpoint's weights. Raises ConvertError (checkpoint does not fit the preset,
+    ``out_dir`` not empty without ``force``), TorchCheckpointError (unreadable file), ConfigError.
+    """
+    cfg = config_lib.load(config_spec, overrides)
+    return _from_torch(cfg, config_spec, torch_path, out_dir, force=force, log=log)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# to-torch
+
+def to_torch(workdir: str | os.PathLike, out_path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Writes the exported model of a jaxkd workdir as a torch-layout state dict: ``.pth`` / ``.pt`` (torch.save
+    of {key: tensor}, loadable with the torch_ref model's ``load_state_dict(strict=True)``) or ``.safetensors``
+    (float32 weights, int64 num_batches_tracked; metadata 'format': 'pt' and 'jaxkd_config': the config JSON).
+    Refuses to overwrite an existing file unless ``force``. Returns the path written."""
+    from jaxkd import checkpoint as ckpt_lib
+    from jaxkd import interop
+
+    out = Path(out_path)
+    if out.suffix not in (".pth", ".pt", ".safetensors"):
+        raise ConvertError(f"--out {out}: give a .pth (or .pt) or a .safetensors file name")
+    if out.exists() and not force:
+        raise ConvertError(f"--out {out} exists; pass --force to overwrite it")
+    if out.is_dir():
+        raise ConvertError(f"--out {out} is a directory; give a file name")
+    model, cfg = ckpt_lib.load(workdir)
+    sd = interop.jax_to_torch(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        if out.suffix == ".safetensors":
+            from safetensors.numpy import save_file
+
+            save_file(sd, str(tmp), metadata={"format": "pt", "jaxkd_config": config_lib.to_json(cfg, indent=None)})
+        else:
+            try:
+                import torch
+            except ImportError:
+                raise ConvertError(f"--out {out}: writing .pth needs torch (pip install torch); or write "
+                                   ".safetensors") from None
+            torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# from-yaml
+
+def from_yaml(yaml_path: str | os.PathLike, out_py: str | os.PathLike, *, ignore_unsupported: bool = False,
+              devices: int = 1, mode: str = "auto", force: bool = False, command: str = ""):
+    """Writes the jaxkd preset equivalent to the original project's YAML config; returns the loaded config.
+
+    See :mod:`jaxkd.yaml_import` for the field mapping. Fields without a jaxkd equivalent raise ConfigError listing
+    them all, unless ``ignore_unsupported`` (then they are written as comments). ``devices``: the original's
+    per-device batch_size is multiplied by it (jaxkd's batch is global). ``mode``: auto | supervised |
+    distillation | ss. Refuses to overwrite ``out_py`` unless ``force``.
+    """
+    from jaxkd.yaml_import import import_yaml
+
+    return import_yaml(yaml_path, out_py, ignore_unsupported=ignore_unsupported, devices=devices, mode=mode,
+                       force=force, command=command)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+
+def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """('--config.a.b=value' items, the rest); '--config.a.b value' is joined as parse_config_args does."""
+    overrides, rest, i = [], [], 0
+    argv = list(argv)
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--config."):
+            if "=" not in a and i + 1 < len(argv):
+                a = f"{a}={argv[i + 1]}"
+                i += 1
+            overrides.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return overrides, rest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m jaxkd.convert", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("from-torch", help="original project's .pth -> jaxkd workdir")
+    p.add_argument("--config", required=True, help="preset of the checkpoint's model, e.g. configs/mnist_cnn.py "
+                                                   "(plus --config.a.b=value overrides)")
+    p.add_argument("--torch", required=True, help="best_model.pth (or a state dict .pth / .safetensors)")
+    p.add_argument("--out", required=True, help="new jaxkd workdir")
+    p.add_argument("--force", action="store_true", help="replace an existing jaxkd workdir at --out")
+    p = sub.add_parser("from-yaml", help="original project's YAML config -> jaxkd preset .py")
+    p.add_argument("yaml", help="the original project's YAML config")
+    p.add_argument("--out", required=True, help="preset file to write (.py)")
+    p.add_argument("--ignore-unsupported", action="store_true",
+                   help="write fields without a jaxkd equivalent as comments instead of failing")
+    p.add_argument("--devices", type=int, default=1,
+                   help="devices the original run used: jaxkd's global batch = batch_size x devices (default 1)")
+    p.add_argument("--mode", default="auto", choices=("auto", "supervised", "distillation", "ss"),
+                   help="training mode (auto: from the YAML's distillation / ss_distillation sections)")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p = sub.add_parser("to-torch", help="jaxkd workdir -> torch-layout state dict (.pth or .safetensors)")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", required=True, help="FILE.pth or FILE.safetensors")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    overrides, rest = _split_overrides(argv)
+    args = parser.parse_args(rest)
+    if overrides and args.command != "from-torch":
+        parser.error(f"--config.* overrides apply to from-torch only (got {overrides[0]})")
+    if args.command == "from-torch":
+        from_torch(args.config, args.torch, args.out, overrides, force=args.force)
+        print(f"evaluate it with: python -m jaxkd.evaluate --workdir {args.out}")
+    elif args.command == "from-yaml":
+        cfg = from_yaml(args.yaml, args.out, ignore_unsupported=args.ignore_unsupported, devices=args.devices,
+                        mode=args.mode, force=args.force,
+                        command="python -m jaxkd.convert from-yaml " + " ".join(rest[1:]))
+        print(f"wrote {args.out} ({cfg.experiment_name}: {cfg.model.model_type} on {cfg.data.dataset}); train with: "
+              f"python -m jaxkd.train --config {args.out} --workdir DIR")
+    else:
+        out = to_torch(args.workdir, args.out, force=args.force)
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the importable module's main, so that its errors carry the module name 'jaxkd.convert' (not '__main__'),
+    # which main_guard uses to recognise jaxkd's own ValueErrors (exit code 2).
+    from jaxkd import convert as _convert
+
+    config_lib.main_guard(lambda: _convert.main(sys.argv[1:]))
