@@ -99,7 +99,7 @@ def bn_recompute(gd_train, params, rest, images):
     @jax.jit
     def batch_stats(rest, image):
         m = nnx.merge(gd_capture, params, jax.tree.map(lambda x: x, rest))
-        tasks.forward_train(m, image)
+        tasks.forward_train(getattr(m, "model", m), image)  # the student inside a distillation container
         return nnx.split(m, nnx.Param, ...)[2]
 
     avg, n = None, 0
@@ -183,6 +183,8 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
 
         teacher = distill.load_teacher(cfg, data)
     task = tasks.make_task(cfg, teacher)
+    if hasattr(task, "bind_data"):  # tasks that rebuild the raw image (teacher input) need the normalisation
+        task.bind_data(data.mean, data.std)
     trainable = task.trainable(model, nnx.Rngs(cfg.seed + 2)) if hasattr(task, "trainable") else model
     gd_train, gd_eval, params, rest = steps.split_model(trainable)
     # --- update --------------------------------------------------------------------------------------------------

@@ -86,3 +86,66 @@ def test_missing_teacher_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="teacher checkpoint '.*nope' not found: train the teacher first"):
         train_lib.train(cfg, tmp_path / "w")
     assert not (tmp_path / "w").exists()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Self-supervised token distillation with a tiny DINOv2-architecture teacher converted from a PyTorch state dict
+
+@pytest.fixture(scope="module")
+def tiny_dinov2(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from torch_ref.dinov2 import DinoVisionTransformer
+
+    torch.manual_seed(0)
+    net = DinoVisionTransformer(img_size=56, patch_size=14, embed_dim=32, depth=3, num_heads=2)
+    path = tmp_path_factory.mktemp("dinov2") / "tiny_dinov2.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_ss_preset_smoke_runs(tiny_dinov2, tmp_path, shared_data_dir):
+    cfg = config_lib.load("configs/deit_ss_cifar.py:smoke",
+                          QUIET + [f"--config.ss_distillation.teacher_checkpoint={tiny_dinov2}"])
+    summary = train_lib.train(cfg, tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if r["kind"] == "train"][-1]
+    assert {"ce", "tok", "rel", "lambda_rel"} <= set(last) and last["lambda_rel"] == pytest.approx(0.1)
+    assert np.isfinite(summary["test_loss"])
+    model, _ = checkpoint.load(tmp_path)  # the exported model is the student DeiT alone (no projectors)
+    assert type(model).__name__ == "DeiT"
+
+
+@pytest.mark.parametrize("teacher_projector", ["trainable", "frozen"])
+def test_projectors_learn_on_a_fixed_batch(tiny_dinov2, teacher_projector):
+    """L_tok falls over a few steps on one fixed batch (the projectors, and the student, align to the teacher)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxkd import distill, models, optim, steps, tasks
+
+    cfg = config_lib.load("configs/deit_ss_cifar.py:smoke", QUIET + [
+        f"--config.ss_distillation.teacher_checkpoint={tiny_dinov2}", "--config.data.source=digits",
+        "--config.data.dataset=digits", "--config.model.in_channels=1", "--config.vit.img_size=8",
+        "--config.vit.patch_size=2", "--config.vit.use_conv_stem=false", "--config.ss_distillation.lambda_rel=0",
+        f"--config.ss_distillation.teacher_projector={teacher_projector}", "--config.training.learning_rate=3e-3",
+        "--config.training.warmup_epochs=0", "--config.training.label_smoothing=0"])
+
+    class _Data:
+        mean, std, num_classes, image_shape = (0.5,), (0.25,), 10, (8, 8, 1)
+
+    teacher = distill.load_teacher(cfg, _Data)
+    task = tasks.make_task(cfg, teacher).bind_data(_Data.mean, _Data.std)
+    student = task.trainable(models.build(cfg, nnx.Rngs(0)), nnx.Rngs(1))
+    gd, _, params, rest = steps.split_model(student)
+    tx = optim.make_optimizer(cfg, 100, params)
+    state = steps.init_state(params, rest, tx, 0, swa=False, ema=False, fp16=False)
+    step = steps.make_train_step(gd, task, tx, steps_per_epoch=100, schedule=optim.make_schedule(cfg, 100))
+    rng = np.random.default_rng(0)
+    batch = {"image": jnp.asarray(rng.normal(size=(8, 8, 8, 1)).astype(np.float32)),
+             "label": jnp.asarray(rng.integers(0, 10, 8).astype(np.int32))}
+    toks = []
+    for _ in range(12):
+        state, m = step(state, batch, teacher.state)
+        toks.append(float(m["tok"]))
+    print(f"{teacher_projector}: L_tok {toks[0]:.4f} -> {toks[-1]:.4f}")
+    assert toks[-1] < 0.5 * toks[0]

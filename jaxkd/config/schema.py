@@ -16,7 +16,7 @@ VIT_VARIANTS = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
 # Native image shape (H, W, C) of the datasets jaxkd knows by name; 'custom' takes it from the data.
 DATASET_SHAPES = {"mnist": (28, 28, 1), "cifar": (32, 32, 3), "digits": (8, 8, 1)}
 SOURCE_KINDS = ("tfds:", "npz:", "mnist-idx:", "cifar-python:", "folder:")
-DINOV2_MODELS = tuple(f"dinov2_vit{s}14{r}" for s in "sblg" for r in ("", "_reg"))
+DINOV2_MODELS = tuple(f"dinov2_vit{s}14{r}" for s in "sblg" for r in ("", "_reg")) + ("dinov2_custom",)
 
 
 class ConfigError(ValueError):
@@ -131,7 +131,8 @@ def base_config() -> ConfigDict:
         enabled=False,  # jaxkd: self-supervised token distillation on/off
         teacher_type="dinov2",  # dinov2 | jaxkd (a ViT/DeiT trained by jaxkd)
         teacher_model_name="dinov2_vits14",
-        teacher_checkpoint="",  # jaxkd: path of the official weight file (e.g. dinov2_vits14_pretrain.pth)
+        teacher_checkpoint="",  # jaxkd: the official weight file (dinov2_vits14_pretrain.pth) or a jaxkd workdir
+        teacher_num_heads=0,  # jaxkd: heads of a 'dinov2_custom' teacher (its other sizes are read from the file)
         teacher_img_size=224,  # jaxkd
         teacher_normalization="imagenet",  # jaxkd: imagenet (DINOv2's own) | dataset (the original used CIFAR stats)
         token_layers=[6, 11],
@@ -285,6 +286,7 @@ RULES: dict[str, Callable] = {
     "ss_distillation.teacher_type": _choice("dinov2", "jaxkd"),
     "ss_distillation.teacher_model_name": _choice(*DINOV2_MODELS),
     "ss_distillation.teacher_img_size": _rng(1),
+    "ss_distillation.teacher_num_heads": _rng(0),
     "ss_distillation.teacher_normalization": _choice("imagenet", "dataset"),
     "ss_distillation.token_layers": lambda v, c: (
         None if not c.ss_distillation.enabled or (v and all(0 <= i < c.vit.depth for i in v)) else
@@ -356,6 +358,19 @@ def _cross_checks(cfg: ConfigDict) -> Iterable[str]:
     if cfg.distillation.enabled or cfg.ss_distillation.enabled:
         if cfg.model.model_type != "deit":
             yield "distillation trains a DeiT student: set --config.model.model_type=deit"
+    if cfg.ss_distillation.enabled:
+        ss = cfg.ss_distillation
+        if not ss.teacher_checkpoint:
+            yield ("config field 'ss_distillation.teacher_checkpoint' is empty: give the DINOv2 weight file (e.g. "
+                   "dinov2_vits14_pretrain.pth from https://dl.fbaipublicfiles.com/dinov2/) or a jaxkd ViT workdir")
+        if cfg.vit.inference_mode != "cls":
+            yield (f"config field 'vit.inference_mode' = {cfg.vit.inference_mode!r}: token distillation does not "
+                   "train the dist head, so inference must use the class head: set --config.vit.inference_mode=cls")
+        if ss.teacher_model_name == "dinov2_custom" and ss.teacher_num_heads < 1:
+            yield "a 'dinov2_custom' teacher needs --config.ss_distillation.teacher_num_heads (its attention heads)"
+        if ss.teacher_type == "dinov2" and ss.teacher_img_size % 14:
+            yield (f"config field 'ss_distillation.teacher_img_size' = {ss.teacher_img_size} must be a multiple of "
+                   "the DINOv2 patch size 14 (e.g. 224)")
     if cfg.distillation.enabled:
         if not cfg.distillation.teacher_checkpoint:
             yield ("config field 'distillation.teacher_checkpoint' is empty: give a jaxkd workdir, checkpoint or "

@@ -1,0 +1,194 @@
+"""Self-supervised token distillation (CST-style, SPEC §3): a frozen DINOv2 (or jaxkd ViT) teacher, projection
+heads, L = CE + λ_tok·L_tok + λ_rel(epoch)·L_rel, in the one trainer.
+
+- Teacher input: the student's batch (or the clean view), un-normalised, re-normalised with ImageNet statistics
+  (DINOv2's own; `teacher_normalization=dataset` keeps the dataset's, as the original), grey -> RGB, resized
+  bilinearly to `teacher_img_size`. The teacher runs once per step for every layer it must provide (the original
+  ran it twice).
+- Tokens: student patch tokens after the chosen blocks (before its final LN) and after its final LN; teacher
+  patch tokens of the same block indices after its final LN (the peer's choice), resized to the student's grid.
+- Projectors: one ProjectionHead per layer and side; the student's are trained (in the optimiser and the
+  checkpoints); the teacher's are trained too ('trainable', as the original), or frozen at their random init
+  (they then live with the teacher, outside the optimiser), or absent ('identity').
+- The dist head is not trained in this mode, so inference uses the class head.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxkd import losses, resize
+from jaxkd.config import ConfigError
+from jaxkd.distill import Teacher
+
+__all__ = ["load_ss_teacher", "SelfSupervisedDistillation", "SSStudent"]
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class _FrozenTeacher(nnx.Module):
+    """The teacher network and (in 'frozen' mode) the teacher-side projectors: the step's aux state."""
+
+    def __init__(self, net, projectors):
+        self.net = net
+        self.projectors = projectors
+
+
+class SSStudent(nnx.Module):
+    """What token distillation trains: the DeiT and its projectors (and trainable teacher-side projectors)."""
+
+    def __init__(self, model, student_projectors, teacher_projectors):
+        self.model = model
+        self.student_projectors = student_projectors
+        self.teacher_projectors = teacher_projectors
+
+
+def _custom_arch(path: Path, heads: int):
+    from jaxkd import teachers
+
+    sd = teachers.read_state_dict(path, arch="vit_small") if path.suffix != ".npz" else None
+    if sd is None:
+        import numpy as np
+
+        sd = dict(np.load(path))
+    d = int(sd["cls_token"].shape[-1])
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    p = int(sd["patch_embed.proj.weight"].shape[-1])
+    grid = int(round((sd["pos_embed"].shape[1] - 1) ** 0.5))
+    ffn = "swiglu" if "blocks.0.mlp.w12.weight" in sd else "mlp"
+    ratio = sd["blocks.0.mlp.fc1.weight"].shape[0] / d if ffn == "mlp" else 4.0
+    return teachers.DinoV2Arch(d, depth, heads, ffn_layer=ffn, mlp_ratio=float(ratio), patch_size=p,
+                               img_size=grid * p), sd
+
+
+def load_ss_teacher(cfg, data) -> Teacher:
+    """The frozen teacher of token distillation, with its input statistics and frozen projectors."""
+    from jaxkd import models
+
+    ss = cfg.ss_distillation
+    path = Path(ss.teacher_checkpoint)
+    dtype = models.compute_dtype(cfg)
+    if ss.teacher_type == "dinov2":
+        from jaxkd import teachers
+
+        if ss.teacher_model_name == "dinov2_custom":
+            if not path.is_file():
+                raise ConfigError(f"teacher weights '{path}' not found: give the DINOv2-architecture weight file")
+            arch, source = _custom_arch(path, ss.teacher_num_heads)
+        else:
+            arch, source = ss.teacher_model_name, path
+        net = teachers.load_dinov2(source, arch=arch, img_size=ss.teacher_img_size, dtype=dtype)
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if ss.teacher_normalization == "imagenet" else (data.mean, data.std)
+        size, depth, dim = ss.teacher_img_size, net.depth, net.embed_dim
+        desc = f"DINOv2 {ss.teacher_model_name} from {path}"
+    else:
+        from jaxkd import checkpoint
+
+        net, tcfg = checkpoint.load(path)
+        meta = json.loads((path / "data.json").read_text())
+        mean, std = (meta["mean"], meta["std"]) if ss.teacher_normalization == "dataset" else (
+            IMAGENET_MEAN, IMAGENET_STD)
+        size, depth, dim = tcfg.vit.img_size, tcfg.vit.depth, tcfg.vit.embed_dim
+        desc = f"jaxkd ViT from {path}"
+    bad = [i for i in ss.token_layers if i >= depth]
+    if bad:
+        raise ConfigError(f"config field 'ss_distillation.token_layers' = {list(ss.token_layers)}: the teacher has "
+                          f"only {depth} blocks ({desc})")
+    projectors = None
+    if ss.teacher_projector == "frozen":
+        rngs = nnx.Rngs(cfg.seed + 3)
+        projectors = nnx.List([losses.ProjectionHead(dim, ss.projection_hidden_dim, ss.projection_dim, rngs=rngs)
+                               for _ in ss.token_layers])
+    frozen = _FrozenTeacher(net, projectors)
+    frozen.eval()
+    graphdef, state = nnx.split(frozen)
+    return Teacher(graphdef, state, ss.teacher_type, desc,
+                   extra=dict(mean=tuple(mean), std=tuple(std), size=int(size), depth=int(depth), dim=int(dim)))
+
+
+class SelfSupervisedDistillation:
+    """CE + λ_tok·L_tok + λ_rel(epoch)·L_rel with a frozen teacher (see the module docstring)."""
+
+    def __init__(self, cfg, teacher: Teacher):
+        self.cfg, self.teacher = cfg, teacher
+        ss = cfg.ss_distillation
+        self.layers = tuple(int(i) for i in ss.token_layers)
+        self.teacher_layers = tuple(sorted(set(self.layers) | {teacher.extra["depth"] - 1}))
+        self.label_smoothing = cfg.training.label_smoothing
+        self.data_stats = None  # set by the trainer through bind_data (dataset mean/std of the student's input)
+
+    def bind_data(self, mean, std):
+        self.data_stats = (jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32))
+        return self
+
+    def trainable(self, model, rngs: nnx.Rngs) -> SSStudent:
+        ss = self.cfg.ss_distillation
+        d_s, d_t = self.cfg.vit.embed_dim, self.teacher.extra["dim"]
+        head = lambda d: losses.ProjectionHead(d, ss.projection_hidden_dim, ss.projection_dim, rngs=rngs)  # noqa
+        s_proj = nnx.List([head(d_s) for _ in self.layers])
+        t_proj = nnx.List([head(d_t) for _ in self.layers]) if ss.teacher_projector == "trainable" else None
+        if ss.teacher_projector == "identity" and d_s != d_t:
+            raise ConfigError(f"config field 'ss_distillation.teacher_projector' = 'identity' needs equal widths, but "
+                              f"the student has {d_s} and the teacher {d_t}: use 'trainable' or 'frozen'")
+        if ss.teacher_projector == "identity":
+            s_proj = None
+        return SSStudent(model, s_proj, t_proj)
+
+    def teacher_input(self, image):
+        """(B,H,W,C) normalised student view -> (B,S,S,3) the teacher's input."""
+        mean, std = self.data_stats
+        raw = image.astype(jnp.float32) * std + mean
+        if raw.shape[-1] == 1:
+            raw = jnp.repeat(raw, 3, axis=-1)
+        x = (raw - jnp.asarray(self.teacher.extra["mean"], jnp.float32)) / jnp.asarray(self.teacher.extra["std"],
+                                                                                          jnp.float32)
+        s = self.teacher.extra["size"]
+        return resize.resize_bilinear(x, (s, s)) if x.shape[1:3] != (s, s) else x
+
+    def teacher_tokens(self, batch, aux):
+        frozen = nnx.merge(self.teacher.graphdef, aux)
+        x = self.teacher_input(batch.get("teacher_image", batch["image"]))
+        if self.teacher.kind == "dinov2":
+            outs = frozen.net.get_intermediate_layers(x, list(self.teacher_layers), norm=True)
+            grid = (x.shape[1] // frozen.net.patch_size, x.shape[2] // frozen.net.patch_size)
+        else:
+            heads = frozen.net.forward_heads(x, token_layers=self.teacher_layers)
+            p = frozen.net.num_prefix_tokens
+            outs = [frozen.net.norm(b)[:, p:] for b in heads["blocks"]]
+            grid = frozen.net.grid_size
+        by_layer = dict(zip(self.teacher_layers, (jax.lax.stop_gradient(o.astype(jnp.float32)) for o in outs)))
+        return by_layer, frozen.projectors, grid
+
+    def __call__(self, student: SSStudent, batch, epoch, aux):
+        ss = self.cfg.ss_distillation
+        model = student.model
+        out = model.forward_heads(batch["image"], token_layers=self.layers)
+        p = model.num_prefix_tokens
+        s_layers = [b[:, p:] for b in out["blocks"]]
+        if ss.projector_warmup_epochs > 0:  # projectors align first: no token-loss gradient into the backbone yet
+            gate = (epoch >= ss.projector_warmup_epochs).astype(jnp.float32)
+            s_layers = [jax.lax.stop_gradient(t) + gate * (t - jax.lax.stop_gradient(t)) for t in s_layers]
+        t_by_layer, frozen_proj, t_grid = self.teacher_tokens(batch, aux)
+        mode = ss.teacher_projector
+        t_proj = student.teacher_projectors if mode == "trainable" else frozen_proj
+        loss, parts = losses.ss_distillation_loss(
+            out["cls"], batch.get("target", batch["label"]), s_layers, [t_by_layer[i] for i in self.layers],
+            out["tokens"][:, p:], t_by_layer[self.teacher.extra["depth"] - 1],
+            None if student.student_projectors is None else list(student.student_projectors),
+            None if t_proj is None else list(t_proj), epoch=epoch.astype(jnp.float32),
+            lambda_tok=ss.lambda_tok, lambda_rel=ss.lambda_rel, rel_warmup_epochs=ss.rel_warmup_epochs,
+            label_smoothing=self.label_smoothing, token_loss_type=ss.token_loss_type,
+            teacher_mode="frozen" if mode == "frozen" else mode, correlation_tau=ss.correlation_temperature,
+            pooled=ss.use_pooled_correlation, correlation_kind=ss.correlation_loss_type,
+            full_reduction=ss.correlation_full_reduction, student_grid=model.grid_size, teacher_grid=t_grid)
+        acc = jnp.mean((jnp.argmax(out["cls"], -1) == batch["label"]).astype(jnp.float32))
+        return loss, {"accuracy": acc, **{k: v for k, v in parts.items()}}
+
+    def inference_logits(self, student: SSStudent, image):
+        """The class head (the dist head is untrained in this mode)."""
+        return student.model.forward_heads(image)["cls"]
