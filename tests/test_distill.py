@@ -69,6 +69,19 @@ def test_kd_on_mnist_preset_smoke(mnist_teacher, tmp_path):
     assert np.isfinite(summary["test_loss"])
 
 
+@pytest.fixture(scope="module")
+def cifar_teacher(tmp_path_factory, shared_data_dir):
+    return _teacher(tmp_path_factory, "cifar_cnn.py:smoke")
+
+
+@pytest.mark.parametrize("preset", ["deit_cifar", "deit_cifar_soft"])
+def test_kd_on_cifar_presets_smoke(preset, cifar_teacher, tmp_path):
+    cfg = config_lib.load(f"configs/{preset}.py:smoke",
+                          QUIET + [f"--config.distillation.teacher_checkpoint={cifar_teacher}"])
+    summary = train_lib.train(cfg, tmp_path)
+    assert np.isfinite(summary["test_loss"]) and summary["steps"] == 2
+
+
 def test_teacher_class_count_mismatch_is_refused(digits_teacher, tmp_path):
     cfg = config_lib.load("configs/quickstart_kd.py:smoke",
                           QUIET + [f"--config.distillation.teacher_checkpoint={digits_teacher}"])
@@ -103,13 +116,15 @@ def tiny_dinov2(tmp_path_factory):
     return path
 
 
-def test_ss_preset_smoke_runs(tiny_dinov2, tmp_path, shared_data_dir):
-    cfg = config_lib.load("configs/deit_ss_cifar.py:smoke",
+@pytest.mark.parametrize("preset", ["deit_ss_cifar", "deit_ss_cifar_ce_only"])
+def test_ss_preset_smoke_runs(preset, tiny_dinov2, tmp_path, shared_data_dir):
+    cfg = config_lib.load(f"configs/{preset}.py:smoke",
                           QUIET + [f"--config.ss_distillation.teacher_checkpoint={tiny_dinov2}"])
     summary = train_lib.train(cfg, tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in rows if r["kind"] == "train"][-1]
-    assert {"ce", "tok", "rel", "lambda_rel"} <= set(last) and last["lambda_rel"] == pytest.approx(0.1)
+    assert {"ce", "tok", "rel", "lambda_rel"} <= set(last)
+    assert last["lambda_rel"] == pytest.approx(cfg.ss_distillation.lambda_rel)
     assert np.isfinite(summary["test_loss"])
     model, _ = checkpoint.load(tmp_path)  # the exported model is the student DeiT alone (no projectors)
     assert type(model).__name__ == "DeiT"
