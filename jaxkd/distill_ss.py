@@ -71,6 +71,10 @@ def load_ss_teacher(cfg, data) -> Teacher:
     from jaxkd import models
 
     ss = cfg.ss_distillation
+    if not ss.teacher_checkpoint:
+        raise ConfigError("config field 'ss_distillation.teacher_checkpoint' is empty: give the DINOv2 weight file "
+                          "(e.g. dinov2_vits14_pretrain.pth from https://dl.fbaipublicfiles.com/dinov2/) or a jaxkd "
+                          "ViT workdir")
     path = Path(ss.teacher_checkpoint)
     dtype = models.compute_dtype(cfg)
     if ss.teacher_type == "dinov2":

@@ -146,6 +146,14 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     workdir = Path(workdir)
     if cfg.training.use_tf32:
         jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+    if cfg.ss_distillation.enabled and cfg.vit.inference_mode != "cls":
+        # Token distillation never trains head_dist: predict with the class head (the original averaged the
+        # untrained head in). The resolved config.json records the choice.
+        cfg = config_lib.ConfigDict(cfg.to_dict())
+        cfg.vit.inference_mode = "cls"
+        if is_main:
+            print("note: token distillation does not train the dist head; inference uses the class head "
+                  "(vit.inference_mode = 'cls')", file=sys.stderr)
     if is_main:
         ckpt_lib.check_workdir(workdir, config_lib.to_json(cfg), force)
     # --- mesh ----------------------------------------------------------------------------------------------------

@@ -281,7 +281,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_over_8_devices_equals_single_device(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_cpu_collective_call_terminate_timeout_seconds=900", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     script = tmp_path / "sharded.py"
     script.write_text(SHARDED_SCRIPT.format(tests=str(ROOT / "tests")))
@@ -327,7 +327,7 @@ def test_two_processes_each_hold_only_their_shard(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4 --xla_cpu_collective_call_terminate_timeout_seconds=900", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     script = tmp_path / "mp.py"
     script.write_text(MULTIPROCESS_SCRIPT.format(tests=str(ROOT / "tests")))
