@@ -8,7 +8,9 @@ re-raises its error.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,9 @@ class Checkpoints:
                                                    cleanup_tmp_directories=not read_only)
             return ocp.CheckpointManager(self.workdir / sub, options=options, item_names=("state", "meta"))
 
-        self.manager = manager("checkpoints", keep)
-        self.best = manager("checkpoints_best", 1)
+        with _absl_quiet():  # a damaged step's metadata is logged by Orbax here; restore_newest_good reports it
+            self.manager = manager("checkpoints", keep)
+            self.best = manager("checkpoints_best", 1)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -62,24 +65,37 @@ class Checkpoints:
         return out.state, out.meta
 
     def restore_newest_good(self, target: Any, log=print) -> tuple[int | None, Any, dict | None]:
-        """The newest checkpoint that restores; a corrupt or partial one is reported and skipped."""
-        for step in reversed(self.all_steps()):
-            try:
-                state, meta = self.restore(step, target)
-                return step, state, meta
-            except Exception as e:  # noqa: BLE001  (any failure to read a step makes it unusable)
-                bad = self.workdir / "checkpoints" / str(step)
-                aside = self.workdir / "corrupt_checkpoints" / str(step)
-                log(f"warning: checkpoint {bad} is corrupt or incomplete ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0][:200]}); moved to {aside}, trying an older one")
-                aside.parent.mkdir(exist_ok=True)
-                if bad.exists() and not aside.exists():
-                    bad.rename(aside)  # kept for inspection, out of the way of the resumed run's saves
-                self.manager.reload()
-        if self.all_steps():
-            raise CheckpointError(f"no usable checkpoint in {self.workdir / 'checkpoints'}: every step failed to "
-                                  "restore; move the folder away to start afresh")
-        return None, None, None
+        """The newest checkpoint that restores; a corrupt or partial one is reported and skipped.
+
+        Skipped steps are moved into ``corrupt_checkpoints/`` (out of the way of the resumed run's saves) only once
+        an older step has restored; when none restores, nothing is moved and :class:`CheckpointError` is raised.
+        """
+        failed: list[tuple[int, Exception]] = []
+        found = None
+        with _absl_quiet():  # Orbax logs its own ERROR lines for a damaged step; the failure is reported below
+            for step in reversed(self.all_steps()):
+                try:
+                    found = (step, *self.restore(step, target))
+                    break
+                except Exception as e:  # noqa: BLE001  (any failure to read a step makes it unusable)
+                    failed.append((step, e))
+        if found is None and failed:
+            step, e = failed[0]
+            raise CheckpointError(f"no usable checkpoint in {self.workdir / 'checkpoints'}: all {len(failed)} steps "
+                                  f"failed to restore (newest, {step}: {type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:200] if str(e) else ''}); move the folder away to "
+                                  "start afresh")
+        for step, e in failed:
+            bad = self.workdir / "checkpoints" / str(step)
+            aside = self.workdir / "corrupt_checkpoints" / str(step)
+            log(f"warning: checkpoint {bad} is corrupt or incomplete ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200] if str(e) else ''}); moved to {aside}, resuming from an older one")
+            aside.parent.mkdir(exist_ok=True)
+            if bad.exists() and not aside.exists():
+                bad.rename(aside)  # kept for inspection
+        if failed:
+            self.manager.reload()
+        return found if found is not None else (None, None, None)
 
     def wait(self) -> None:
         for m in (self.manager, self.best):
@@ -89,6 +105,18 @@ class Checkpoints:
     def close(self) -> None:
         self.manager.close()
         self.best.close()
+
+
+@contextlib.contextmanager
+def _absl_quiet():
+    """Silences the absl logger (Orbax's) below CRITICAL for the duration."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def params_sha256(params: Any) -> str:
@@ -116,12 +144,22 @@ _COSMETIC = ("logging.progress_bar", "training.log_every_steps", "logging.keep_c
 def check_workdir(workdir: Path, config_json: str, force: bool) -> None:
     """Refuses a workdir that holds a run with another config (unless `force`, which moves the old run aside into
     `replaced-<time>/` instead of deleting it)."""
+    if workdir.exists() and not workdir.is_dir():
+        raise CheckpointError(f"--workdir {workdir} is a file; give a directory")
     old_file = workdir / "config.json"
     if not old_file.is_file():
         return
     from jaxkd.config import flatten
 
-    old, new = flatten(json.loads(old_file.read_text())), flatten(json.loads(config_json))
+    try:
+        old = flatten(json.loads(old_file.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        if force:
+            old = {"<damaged config.json>": True}  # differs from every config: moved aside below
+        else:
+                raise CheckpointError(f"{old_file} is damaged ({e}); use another --workdir, or --force to move the old "
+                                  "run aside and start afresh") from None
+    new = flatten(json.loads(config_json))
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _COSMETIC)
     if not diff:
         return
@@ -169,8 +207,12 @@ def load(path: str | Path):
     model = models.build(cfg, nnx.Rngs(0))
     _, _, params, rest = steps.split_model(model)
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, {"params": params, "rest": rest})
-    with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore(model_dir, target)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            restored = ckptr.restore(model_dir, target)
+    except Exception as e:  # noqa: BLE001  (Orbax / TensorStore raise many types for a damaged directory)
+        raise CheckpointError(f"{model_dir} is corrupt or incomplete ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); rerun or re-export the run") from None
     nnx.update(model, restored["params"], restored["rest"])
     model.eval()
     return model, cfg

@@ -86,7 +86,7 @@ def _listing(items: list[str]) -> str:
     return ", ".join(items[:_SHOW]) + more
 
 
-def _fit_problems(expected: dict[str, tuple], sd: dict[str, np.ndarray]) -> tuple[list[str], str]:
+def fit_problems(expected: dict[str, tuple], sd: dict[str, np.ndarray]) -> tuple[list[str], str]:
     """(problems, hint) of a torch-layout state dict against the expected {key: shape}; problems empty = fits."""
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
@@ -163,7 +163,7 @@ def _from_torch(cfg, spec: str, torch_path: str | os.PathLike, out_dir: str | os
     obj = tc.load_torch_file(src)
     sd = tc.state_dict_arrays(obj, str(src))
     expected = expected_shapes(cfg)
-    problems, hint = _fit_problems(expected, sd)
+    problems, hint = fit_problems(expected, sd)
     if problems:
         seen = tc.describe_state_dict(sd)
         raise ConvertError(

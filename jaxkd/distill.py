@@ -59,6 +59,11 @@ def load_kd_teacher(cfg, num_classes: int, image_shape) -> Teacher:
                           "--config.distillation.teacher_checkpoint at its workdir or .pth file")
     if path.is_dir():
         model, tcfg = checkpoint.load(path)
+        want = cfg.distillation.teacher_model_type
+        if tcfg.model.model_type != want:
+            raise ConfigError(f"teacher checkpoint '{path}' holds a {tcfg.model.model_type} model but "
+                              f"distillation.teacher_model_type is {want!r}: give a {want} teacher, or set "
+                              f"--config.distillation.teacher_model_type={tcfg.model.model_type}")
         source = f"jaxkd workdir {path}"
     elif path.suffix in (".pth", ".pt", ".bin"):
         from jaxkd import convert, interop, models
@@ -66,11 +71,12 @@ def load_kd_teacher(cfg, num_classes: int, image_shape) -> Teacher:
         tcfg = _teacher_cfg(cfg)
         model = models.build(tcfg, nnx.Rngs(0))
         sd = convert.load_torch_checkpoint(path)
-        try:
-            interop.torch_to_jax(model, sd)
-        except interop.StateDictMismatch as e:
+        problems, _ = convert.fit_problems(convert.expected_shapes(tcfg), sd)
+        if problems:  # (a short listing, not interop's full one: a CIFAR CNN for the digits is ~100 keys)
             raise ConfigError(f"teacher checkpoint '{path}' does not fit a {tcfg.model.model_type} for "
-                              f"{cfg.data.dataset}: {e}") from None
+                              f"{cfg.data.dataset}: {'; '.join(problems)}: use a teacher trained on the same "
+                              f"dataset (or set --config.distillation.teacher_model_type)")
+        interop.torch_to_jax(model, sd)
         model.eval()
         source = f"PyTorch checkpoint {path}"
     else:

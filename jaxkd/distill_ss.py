@@ -51,11 +51,12 @@ class SSStudent(nnx.Module):
 def _custom_arch(path: Path, heads: int):
     from jaxkd import teachers
 
-    sd = teachers.read_state_dict(path, arch="vit_small") if path.suffix != ".npz" else None
-    if sd is None:
-        import numpy as np
-
-        sd = dict(np.load(path))
+    sd = teachers.read_state_dict(path, arch="vit_small")
+    missing = [k for k in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.norm1.weight")
+               if k not in sd]
+    if missing:
+        raise teachers.TeacherError(f"{path} is not a DINOv2 state dict: key {missing[0]!r} is missing (got keys like "
+                                    f"{sorted(sd)[:5]}); pass DINOv2-architecture backbone weights")
     d = int(sd["cls_token"].shape[-1])
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
     p = int(sd["patch_embed.proj.weight"].shape[-1])
@@ -94,6 +95,10 @@ def load_ss_teacher(cfg, data) -> Teacher:
         from jaxkd import checkpoint
 
         net, tcfg = checkpoint.load(path)
+        if tcfg.model.model_type != "deit":
+            raise ConfigError(f"ss_distillation.teacher_checkpoint '{path}' holds a {tcfg.model.model_type} model, "
+                              f"but a jaxkd token teacher must be a ViT (deit): give a ViT workdir, or set "
+                              f"--config.ss_distillation.teacher_type=dinov2 with DINOv2 weights")
         meta = json.loads((path / "data.json").read_text())
         mean, std = (meta["mean"], meta["std"]) if ss.teacher_normalization == "dataset" else (
             IMAGENET_MEAN, IMAGENET_STD)
@@ -102,7 +107,8 @@ def load_ss_teacher(cfg, data) -> Teacher:
     bad = [i for i in ss.token_layers if i >= depth]
     if bad:
         raise ConfigError(f"config field 'ss_distillation.token_layers' = {list(ss.token_layers)}: the teacher has "
-                          f"only {depth} blocks ({desc})")
+                          f"only {depth} blocks ({desc}); set --config.ss_distillation.token_layers=[...] with "
+                          f"indices < {depth}, or use a deeper teacher")
     projectors = None
     if ss.teacher_projector == "frozen":
         rngs = nnx.Rngs(cfg.seed + 3)

@@ -106,7 +106,10 @@ def predict(workdir: str | Path, paths: list[str], explain: str | Path | None = 
     """[{'image': path, 'top5': [(class, probability), ...]}] for each image."""
     workdir = Path(workdir)
     model, cfg = ckpt_lib.load(workdir)
-    meta = json.loads((workdir / "data.json").read_text())
+    meta_file = workdir / "data.json"
+    if not meta_file.is_file():
+        raise ckpt_lib.CheckpointError(f"{workdir}: no data.json; give a jaxkd workdir written by python -m jaxkd.train")
+    meta = json.loads(meta_file.read_text())
     images = np.stack([load_image(p, meta["image_shape"]) for p in paths])
     x = _normalise(images, meta)
     probs = np.asarray(jax.nn.softmax(model(x).astype(jnp.float32), axis=-1))

@@ -121,7 +121,7 @@ def make_train_step(gd_train, task: Callable, tx: optax.GradientTransformation, 
         grads, (loss, metrics, new_rest) = jax.grad(loss_fn, has_aux=True)(state.params, state.rest)
         if scale is not None:
             grads = jax.tree.map(lambda g: g / scale, grads)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import zipfile
 from collections.abc import Mapping
 from typing import Any, Sequence
 
@@ -134,11 +135,22 @@ def read_state_dict(path: str | os.PathLike, *, arch: Any = "vit_small",
             from safetensors.numpy import load_file
         except ImportError:
             raise TeacherError(f"reading {p!r} needs the 'safetensors' package: pip install safetensors") from None
-        sd: Any = load_file(p)
+        try:
+            sd: Any = load_file(p)
+        except Exception as e:  # safetensors raises its own SafetensorError (and OSError) on a damaged file
+            raise TeacherError(f"cannot read {p!r} as a safetensors file ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}); fetch or export it again") from None
     elif suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            sd = {k: z[k] for k in z.files}
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                sd = {k: z[k] for k in z.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise TeacherError(f"cannot read {p!r} as an .npz weight file ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}); write it again with np.savez") from None
     else:
+        if not zipfile.is_zipfile(p):
+            raise TeacherError(f"{p!r} is not a PyTorch zip checkpoint (damaged or partial download?): fetch it "
+                               f"again from {_where_to_get(arch, num_register_tokens)}, or pass a .safetensors file")
         try:
             import pickle
 

@@ -168,9 +168,10 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     data = data_lib.DataPipeline.from_config(cfg, mesh=mesh)
     aug = cfg.data.augmentation
     mixing = aug.mixup.enabled or aug.cutmix.enabled
-    if data.num_classes != cfg.model.num_classes:
+    if data.dataset.num_classes != cfg.model.num_classes:  # (the pipeline widens its targets to a wider model)
+        k = data.dataset.num_classes
         raise ConfigError(f"config field 'model.num_classes' = {cfg.model.num_classes} but the data has "
-                          f"{data.num_classes} classes: set --config.model.num_classes={data.num_classes}")
+                          f"{k} classes: set --config.model.num_classes={k}")
     if tuple(data.image_shape) != tuple(config_lib.image_shape(cfg) or data.image_shape):
         raise ConfigError(f"the data's images are {data.image_shape} but the config expects "
                           f"{config_lib.image_shape(cfg)}: check data.dataset / data.image_size")

@@ -468,7 +468,8 @@ def import_yaml(yaml_path: str | os.PathLike, out_py: str | os.PathLike, *, igno
     try:
         doc = yaml.safe_load(src.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{src}: no such YAML file") from None
+        raise ConfigError(f"{src}: no such YAML file; give the original project's YAML config "
+                          "(e.g. configs/cnn_mnist.yaml)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{src}: not valid YAML ({' '.join(str(e).split())})") from None
     cfg, conv = yaml_to_config(doc, where=str(src), devices=devices, mode=mode,

@@ -239,7 +239,7 @@ def _decode(blob: bytes, name: str, size: int = 0) -> np.ndarray:
                 out = out.resize((size, size), Image.BILINEAR)
             return np.asarray(out)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{name}: unreadable image ({type(e).__name__}: {e})") from None
+        raise DataError(f"{name}: unreadable image ({type(e).__name__}: {e}); remove or replace the file") from None
 
 
 def _entries(names: Iterable[str]) -> list[tuple[str, str, str]]:
