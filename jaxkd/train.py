@@ -144,8 +144,8 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     maybe_initialize_distributed()
     is_main = jax.process_index() == 0
     workdir = Path(workdir)
-    if cfg.training.use_tf32:
-        jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+    # fp32 matmuls and convolutions in full fp32 unless TF32 is asked for (XLA:GPU's default on Ampere+ is TF32).
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if cfg.training.use_tf32 else "float32")
     if cfg.ss_distillation.enabled and cfg.vit.inference_mode != "cls":
         # Token distillation never trains head_dist: predict with the class head (the original averaged the
         # untrained head in). The resolved config.json records the choice.
