@@ -209,11 +209,20 @@ class PatchEmbed(nnx.Module):
         self.proj = vit_conv(proj_in, embed_dim, patch_size, stride=patch_size, use_bias=True, **kw)
 
     def __call__(self, x: Array) -> Array:
-        """x (B, H, W, C) -> (B, N, D) in the compute dtype."""
+        """x (B, H, W, C) -> (B, N, D) in the compute dtype.
+
+        ``proj`` (kernel = stride = P, no padding) runs as patchify + one GEMM: the patches (B·N, P·P·C), flattened
+        in (kh, kw, c) order, times the HWIO kernel reshaped to (P·P·C, D). The same sums as the strided
+        convolution, but one large matmul: on XLA:CPU the strided convolution ran at a fifth of the GEMM's speed.
+        """
         if self.stem is not None:
             x = self.stem(x)
-        x = self.proj(x)
-        return x.reshape(x.shape[0], -1, x.shape[-1])
+        proj, p = self.proj, self.patch_size
+        b, h, w, c = x.shape
+        x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, -1, p * p * c)
+        dt = proj.dtype or x.dtype
+        y = jnp.dot(x.astype(dt), proj.kernel[...].reshape(p * p * c, -1).astype(dt), precision=proj.precision)
+        return y + proj.bias[...].astype(dt) if proj.bias is not None else y
 
 
 class DeiT(nnx.Module):
