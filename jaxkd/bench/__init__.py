@@ -1,6 +1,7 @@
-"""Benchmarks (not timed tests): ``python -m jaxkd.bench NAME [options]``.
+"""Benchmarks (not timed tests): ``python -m jaxkd.bench [NAME] [options]``.
 
 Every module ``jaxkd/bench/NAME.py`` that defines ``DESCRIPTION``, ``add_arguments(parser)`` and
-``run(args) -> dict`` is a subcommand; ``--json FILE`` writes the returned figures. ``data``: input pipeline
-throughput and its share of a DeiT-Tiny training step.
+``run(args) -> dict`` is a subcommand; ``--json FILE`` writes the returned figures. ``models`` (the default): training
+step images/s of jaxkd vs torch_ref side by side, and their time ratio. ``data``: input pipeline throughput and its
+share of a DeiT-Tiny training step.
 """

@@ -1,7 +1,8 @@
-"""``python -m jaxkd.bench NAME [--json FILE] [options]``: run one benchmark and print (and save) its figures.
+"""``python -m jaxkd.bench [NAME] [--json FILE] [options]``: run one benchmark and print (and save) its figures.
 
 Subcommands are the modules of this package that define ``DESCRIPTION``, ``add_arguments(parser)`` and
-``run(args) -> dict``, so a new benchmark is one new file (``data`` today; ``models`` later). ``--config.a.b=value``
+``run(args) -> dict``, so a new benchmark is one new file (``models``: training-step throughput jaxkd vs
+torch_ref, the default when no NAME is given; ``data``: the input pipeline). ``--config.a.b=value``
 items are handed to the benchmark as ``args.overrides`` (a list of strings) for ``jaxkd.config.load``.
 """
 
@@ -13,6 +14,9 @@ import json
 import pkgutil
 import sys
 from typing import Sequence
+
+
+DEFAULT = "models"
 
 
 def benchmarks() -> dict:
@@ -38,10 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--json", metavar="FILE", default="", help="also write the figures as JSON to FILE")
         module.add_arguments(p)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv.insert(0, DEFAULT)  # `python -m jaxkd.bench --quick` = `python -m jaxkd.bench models --quick`
     # '--config.a.b=value' overrides (for benchmarks that take --config) are collected, not parsed by argparse.
     overrides = [a for a in argv if a.startswith("--config.")]
     args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
     args.overrides = overrides
+    args.argv = argv  # the full command line after the program name (benchmarks that re-run themselves)
     try:
         result = mods[args.name].run(args)
     except ValueError as e:  # ConfigError, DataError and other bad input: one line

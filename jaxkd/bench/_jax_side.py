@@ -1,0 +1,227 @@
+"""The jaxkd side of ``python -m jaxkd.bench models``: the trainer's own jitted training step on a fixed batch.
+
+:class:`JaxCase` builds a step exactly as ``jaxkd.train.train`` does: ``models.build`` of the preset's model,
+``tasks.make_task`` (``Supervised`` or ``distill.KnowledgeDistillation`` with a frozen AdaptiveCNN teacher as the
+step's ``aux`` input), ``steps.split_model`` / ``optim.make_optimizer`` / ``steps.init_state`` /
+``steps.make_train_step``, the state replicated over a 1-D 'data' mesh of every device (``steps.replicate``) and
+the batch split over it (``NamedSharding(mesh, P('data'))``). The only difference from a training run is the batch:
+the same random arrays every step (no input pipeline), so the timing is the step alone.
+
+Benchmark-only variants, for the experiments of the performance report (never used by the trainer):
+
+* ``scan=K``: K steps per dispatch, the trainer's step function scanned (``lax.scan``) over K stacked batches;
+* ``donate=False``: the same step function jitted without donating the state;
+* :data:`PATCHES`: candidate model-code changes (same math), applied by monkeypatching before the model is built,
+  so that their effect can be measured before they are proposed for jaxkd.models.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+
+def make_batch(cfg, batch_size: int, mixing: bool, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random host batch for `cfg`: image (B,H,W,C) float32 ~ N(0,1) (normalised images), label (B,) int32,
+    target (B,K) float32 soft targets (a 0.7/0.3 mix of two labels) when the preset mixes (MixUp/CutMix)."""
+    from jaxkd import config as config_lib
+
+    h, w, c = config_lib.image_shape(cfg)
+    k = cfg.model.num_classes
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, batch_size).astype(np.int32)
+    out = {"image": rng.standard_normal((batch_size, h, w, c), dtype=np.float32), "label": labels,
+           "mask": np.ones(batch_size, bool)}
+    if mixing:
+        other = np.roll(labels, 1)
+        out["target"] = (0.7 * np.eye(k, dtype=np.float32)[labels] + 0.3 * np.eye(k, dtype=np.float32)[other])
+    return out
+
+
+class JaxCase:
+    """The trainer's training step for `cfg` on a fixed batch.
+
+    Args:
+      cfg: resolved jaxkd config (the preset with the benchmark's overrides).
+      teacher_cfg: the KD teacher's config (an AdaptiveCNN, randomly initialised: only its cost matters), or None.
+      host_batch: from :func:`make_batch`.
+      scan: steps per dispatch (1 = the trainer's one jitted call per step).
+      donate: donate the state to the step (the trainer does).
+    """
+
+    def __init__(self, cfg, teacher_cfg, host_batch: dict, *, scan: int = 1, donate: bool = True, seed: int = 0):
+        import jax
+        from flax import nnx
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        from jaxkd import data as data_lib
+        from jaxkd import models, optim, steps, tasks
+
+        self.jax = jax
+        self.mesh = data_lib.make_data_mesh()
+        n_dev = self.mesh.devices.size
+        b = len(host_batch["label"])
+        if b % n_dev:
+            raise ValueError(f"batch {b} is not divisible by the {n_dev} devices: use a multiple of {n_dev}")
+        model = nnx.jit(lambda: models.build(cfg, nnx.Rngs(params=seed, dropout=seed + 1)))()
+        self.num_params = models.count_params(model)
+        teacher = None
+        if teacher_cfg is not None:
+            from jaxkd import distill
+
+            tmodel = nnx.jit(lambda: models.build(teacher_cfg, nnx.Rngs(seed + 3)))()
+            tmodel.eval()
+            gd, tstate = nnx.split(tmodel)
+            teacher = distill.Teacher(gd, tstate, "classifier", "random-init AdaptiveCNN (benchmark)")
+        task = tasks.make_task(cfg, teacher)
+        gd_train, _, params, rest = steps.split_model(model)
+        spe = 1000  # any epoch length: the step's cost does not depend on it
+        tx = optim.make_optimizer(cfg, spe, params)
+        schedule = optim.make_schedule(cfg, spe)
+        state = steps.init_state(params, rest, tx, seed, swa=cfg.training.use_swa, ema=cfg.training.ema.enabled,
+                                 fp16=False)
+        self.state = steps.replicate(state, self.mesh)
+        self.aux = steps.replicate(teacher.state, self.mesh) if teacher is not None else None
+        step = steps.make_train_step(gd_train, task, tx, steps_per_epoch=spe, schedule=schedule, accumulation=1,
+                                     ema_decay=cfg.training.ema.decay if cfg.training.ema.enabled else None)
+        self.scan = int(scan)
+        shard = NamedSharding(self.mesh, P("data"))
+        if self.scan == 1:
+            self.batch = {k: jax.device_put(v, shard) for k, v in host_batch.items()}
+            self.fn = step if donate else jax.jit(step.__wrapped__)
+        else:
+            stacked = NamedSharding(self.mesh, P(None, "data"))
+            self.batch = {k: jax.device_put(np.broadcast_to(v, (self.scan,) + v.shape), stacked)
+                          for k, v in host_batch.items()}
+            body = step.__wrapped__
+
+            def multi(state, batches, aux):
+                return jax.lax.scan(lambda s, bt: body(s, bt, aux), state, batches)
+
+            self.fn = jax.jit(multi, donate_argnums=(0,) if donate else ())
+        self._flops = None
+        self.compile_s = self._compile()
+
+    def _compile(self) -> float:
+        t0 = time.perf_counter()
+        self.state, metrics = self.fn(self.state, self.batch, self.aux)
+        self.jax.block_until_ready((self.state, metrics))
+        return time.perf_counter() - t0
+
+    def flops_per_step(self) -> float | None:
+        """FLOPs of one training step from XLA's cost analysis of the lowered step (None if unavailable)."""
+        if self._flops is None:
+            try:
+                cost = self.fn.lower(self.state, self.batch, self.aux).cost_analysis()
+                cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+                self._flops = float(cost["flops"]) / self.scan
+            except Exception:  # noqa: BLE001 -- cost analysis is optional metadata
+                self._flops = float("nan")
+        return None if np.isnan(self._flops) else self._flops
+
+    def steps(self, k: int) -> float:
+        """Runs k steps (rounded up to whole dispatches), blocks until the results are ready; returns the loss."""
+        metrics = None
+        for _ in range(max(1, -(-k // self.scan))):
+            self.state, metrics = self.fn(self.state, self.batch, self.aux)
+        self.jax.block_until_ready((self.state, metrics))
+        return float(np.ravel(np.asarray(metrics["loss"]))[-1])
+
+    def steps_per_call(self, k: int) -> int:
+        """How many steps :meth:`steps` (k) really runs."""
+        return max(1, -(-k // self.scan)) * self.scan
+
+
+def _max_pool_first_max(x, k: int):
+    """MaxPool2d(k) (stride k, floor) on NHWC as a reshape + max; the gradient goes to the FIRST maximum of each
+    window (row-major), as torch and XLA's select_and_scatter do, via an argmax one-hot instead of the variadic
+    reduce-window + scatter that jax emits for ``lax.reduce_window`` max on CPU."""
+    import jax
+    import jax.numpy as jnp
+
+    b, h, w, c = x.shape
+    ho, wo = h // k, w // k
+
+    def windows(a):  # (b, ho, wo, c, k*k)
+        a = a[:, :ho * k, :wo * k].reshape(b, ho, k, wo, k, c)
+        return a.transpose(0, 1, 3, 5, 2, 4).reshape(b, ho, wo, c, k * k)
+
+    @jax.custom_vjp
+    def pool(a):
+        return a[:, :ho * k, :wo * k].reshape(b, ho, k, wo, k, c).max(axis=(2, 4))
+
+    def fwd(a):
+        return pool(a), a
+
+    def bwd(a, g):
+        first = jnp.argmax(windows(a), axis=-1)  # first maximum, as torch
+        d = (first[..., None] == jnp.arange(k * k)).astype(g.dtype) * g[..., None]
+        d = d.reshape(b, ho, wo, c, k, k).transpose(0, 1, 4, 2, 5, 3).reshape(b, ho * k, wo * k, c)
+        return (jnp.pad(d, ((0, 0), (0, h - ho * k), (0, w - wo * k), (0, 0))),)
+
+    pool.defvjp(fwd, bwd)
+    return pool(x)
+
+
+def _patch_maxpool() -> None:
+    from jaxkd.models import layers
+
+    layers.MaxPool2d.__call__ = lambda self, x: _max_pool_first_max(x, self.kernel_size)
+
+
+def _patch_patchify() -> None:
+    """PatchEmbed.proj (kernel = stride = P, no padding) as patchify-reshape + one matmul: the same sum over
+    (kh, kw, c) of the same HWIO kernel, as a (B·N, P·P·C) x (P·P·C, D) GEMM instead of a strided convolution."""
+    import jax.numpy as jnp
+
+    from jaxkd.models import vit
+
+    def call(self, x):
+        if self.stem is not None:
+            x = self.stem(x)
+        proj, p = self.proj, self.patch_size
+        b, h, w, c = x.shape
+        x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, -1, p * p * c)
+        dt = proj.dtype or x.dtype
+        kernel = proj.kernel[...].reshape(p * p * c, -1)
+        y = jnp.dot(x.astype(dt), kernel.astype(dt), precision=proj.precision)
+        return y + proj.bias[...].astype(dt) if proj.bias is not None else y
+
+    vit.PatchEmbed.__call__ = call
+
+
+#: name -> function applying a candidate model change (see the module docstring).
+PATCHES = {"maxpool": _patch_maxpool, "patchify": _patch_patchify}
+
+
+def apply_patches(names) -> None:
+    for name in names:
+        PATCHES[name]()
+
+
+def device_info() -> dict[str, Any]:
+    import jax
+    import jaxlib
+
+    devs = jax.devices()
+    return {"backend": jax.default_backend(), "devices": len(devs), "device_kind": devs[0].device_kind,
+            "jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+
+# Dense peak FLOP/s per device (NVIDIA datasheets, SXM parts, without sparsity): bf16 tensor cores and fp32.
+PEAK_FLOPS = {
+    "H200": {"bfloat16": 989e12, "float32": 67e12},
+    "H100 PCIe": {"bfloat16": 756e12, "float32": 51e12},
+    "H100": {"bfloat16": 989e12, "float32": 67e12},
+    "A100": {"bfloat16": 312e12, "float32": 19.5e12},
+}
+
+
+def peak_flops(device_kind: str, precision: str) -> float | None:
+    """The device's peak FLOP/s for `precision` from :data:`PEAK_FLOPS` (None for an unknown device, e.g. CPU)."""
+    for name, peaks in PEAK_FLOPS.items():  # most specific names first
+        if name.lower() in device_kind.lower():
+            return peaks.get(precision)
+    return None
