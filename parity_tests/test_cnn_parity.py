@@ -262,7 +262,7 @@ def test_negative_control_same_padding_stride2(record_property):
     assert diffs["SAME"] > 1e-2
 
 
-def test_use_se_false_matches_torch():
+def test_use_se_false_matches_torch(record_property):
     t = tcnn.AdaptiveCNN("mnist", in_channels=1, num_classes=10, use_se=False).eval()
     j = AdaptiveCNN(variant="mnist", in_channels=1, num_classes=10, use_se=False, rngs=nnx.Rngs(0))
     assert torch_state_dict_shapes(j) == {k: tuple(v.shape) for k, v in t.state_dict().items()}
@@ -271,7 +271,9 @@ def test_use_se_false_matches_torch():
     x = _images("mnist", seed=8)[:2]
     with torch.no_grad():
         lt = t(_to_nchw(x)).numpy()
-    assert np.max(np.abs(lt - np.asarray(_fwd(j, jnp.asarray(x))))) <= FP32_TOL
+    diff = float(np.max(np.abs(lt - np.asarray(_fwd(j, jnp.asarray(x))))))
+    record_property("eval_max_abs_diff", diff)
+    assert diff <= FP32_TOL
 
 
 def test_jax_initialised_export_loads_strict_into_torch(pair, record_property):

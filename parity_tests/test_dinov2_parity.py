@@ -15,7 +15,7 @@ size (37×37 grid -> 16×16 etc., D 384, N(0, 1) values): vs torch_ref's officia
 arguments <= 1e-12 (the official method itself casts to float32). torch runs without oneDNN.
 Negative controls must exceed 1e-5: LN eps 1e-5, antialias flipped, size= instead of the offset scale factor,
 jax.image.resize for the positional grid, registers inserted before the positional embedding is added.
-Measured figures are printed (-s).
+Measured figures are printed (-s) and recorded as junit properties.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _both_layer_specs(model, x):
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_intermediate_tokens_match_torch(pairs, name):
+def test_intermediate_tokens_match_torch(pairs, name, record_property):
     t, j = pairs[name]
     regs = CONFIGS[name][1]
     assert (j.num_register_tokens, j.interpolate_offset, j.interpolate_antialias) == (
@@ -129,6 +129,7 @@ def test_intermediate_tokens_match_torch(pairs, name):
             assert len(ours) == 2 and all(o.shape == (2, n, 32) and o.dtype == jnp.float32 for o in ours)
             d = _maxdiff(ours, ref)
             print(f"[dinov2 {name}] {hw} layers={layers} max|diff|={d:.2e}")
+            record_property("max_abs_diff", d)
             assert d <= TOL, (name, hw, layers, d)
 
 
@@ -183,7 +184,7 @@ def _torch_interp_f64(pos: np.ndarray, hw, regs: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("regs", [0, 4])
-def test_pos_embed_interpolation_real_size(regs):
+def test_pos_embed_interpolation_real_size(regs, record_property):
     rng = np.random.default_rng(3)
     pos = rng.standard_normal((1, 1 + 37 * 37, 384)).astype(np.float32)
     for hw in [(224, 224), (518, 518), (560, 560), (224, 336)]:
@@ -196,6 +197,8 @@ def test_pos_embed_interpolation_real_size(regs):
         d64 = 0.0 if grid == (37, 37) else float(np.max(np.abs(o64[0, 1:] - _torch_interp_f64(p64, hw, regs))))
         print(f"[dinov2 interp reg{regs}] 37x37 -> {grid}: fp32 {d:.2e} (max|pos| {np.abs(pos).max():.2f}), "
               f"f64 {d64:.2e}")
+        record_property("fp32_rel", float(d / np.abs(pos).max()))
+        record_property("fp64", d64)
         assert ours.shape == (1, 1 + grid[0] * grid[1], 384)
         assert np.array_equal(ours[:, 0], pos[:, 0])  # the class position is kept
         assert d <= TOL * np.abs(pos).max() and d64 <= F64_TOL, (hw, d, d64)

@@ -17,7 +17,8 @@ nearly uniform B×B rows (a cancellation); torch float32 itself is off from torc
 run in float64 (JAX x64 vs torch double) at 1e-10.
 Negative controls: a plausible wrong formula (swapped KL direction, missing τ², wrong normalisation, tanh GELU,
 LN eps, align_corners=True, uncentred CKA, ...) evaluated in torch must miss the JAX value by > 10·RTOL.
-JAXKD_PARITY_TABLE=<file> writes the measured maxima as a markdown table.
+JAXKD_PARITY_TABLE=<file> writes the measured maxima as a markdown table; every test also records its own maxima
+as junit properties (rel_value, rel_grad, rel_value64, rel_grad64).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ RTOL = 1e-6
 CORR_RTOL = 1e-5
 X64_RTOL = 1e-10
 MEASURED: dict[str, dict[str, float]] = {}
+_TEST_MAXIMA: dict[str, float] | None = None  # the running test's maxima, recorded as junit properties
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,6 +56,18 @@ def _parity_table():
             for name, m in sorted(MEASURED.items()):
                 cells = [f"{m[k]:.2e}" if k in m else "–" for k in ("value", "grad", "value64", "grad64")]
                 fh.write(f"| {name} | {' | '.join(cells)} |\n")
+
+
+@pytest.fixture(autouse=True)
+def _record_maxima(record_property):
+    """Each test's maximum relative errors (rel_value, rel_grad, rel_value64, rel_grad64) as junit properties,
+    for ``python -m parity_tests.review``; recorded at teardown, so a failing check's figure is recorded too."""
+    global _TEST_MAXIMA
+    _TEST_MAXIMA = {}
+    yield
+    for what, e in sorted(_TEST_MAXIMA.items()):
+        record_property(f"rel_{what}", e)
+    _TEST_MAXIMA = None
 
 
 def _np(x) -> np.ndarray:
@@ -72,6 +86,8 @@ def check(name, what, got, ref, scale=None, tol=RTOL) -> float:
     e = _err(got, ref, np.max(np.abs(ref), initial=0.0) if scale is None else scale)
     m = MEASURED.setdefault(name, {"value": 0.0, "grad": 0.0})
     m[what] = max(m.get(what, 0.0), e)
+    if _TEST_MAXIMA is not None:
+        _TEST_MAXIMA[what] = max(_TEST_MAXIMA.get(what, 0.0), e)
     assert e <= tol, f"{name} {what}: rel err {e:.3e} > {tol:.0e}"
     return e
 

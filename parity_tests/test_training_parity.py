@@ -3,7 +3,8 @@ jitted step of jaxkd.steps, jaxkd.tasks.Supervised) against the same loop in tor
 from the same initial weights; and SWA averaging + BatchNorm recomputation against torch.optim.swa_utils.
 
 Model: a small DeiT with the conv stem (so BatchNorm is in the loop), fp32, dropout and drop-path off.
-Tolerance: parameters after 20 micro-steps within 1e-4 (max abs); the per-step losses within 1e-4.
+Tolerance: parameters after 20 micro-steps within 1e-4 (max abs); the per-step losses within 1e-4. The measured
+maxima are recorded as junit properties.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ CASES = [("adamw", 2e-3, 1, False), ("adamw", 2e-3, 2, True), ("sgd", 0.05, 1, T
 
 @pytest.mark.parametrize("optimizer,lr,accumulation,distillation", CASES,
                          ids=[f"{o}-accum{a}-{'deit' if d else 'vit'}" for o, _, a, d in CASES])
-def test_twenty_steps_match_torch(optimizer, lr, accumulation, distillation):
+def test_twenty_steps_match_torch(optimizer, lr, accumulation, distillation, record_property):
     tm, jm = _models(distillation)
     xs, ys = _batches()
     cfg = _cfg(optimizer, lr, accumulation)
@@ -110,6 +111,8 @@ def test_twenty_steps_match_torch(optimizer, lr, accumulation, distillation):
     loss_diff = max(abs(a - b) for a, b in zip(jl, tl))
     param_diff = _max_param_diff(jm, tm)
     print(f"{optimizer} accum {accumulation}: loss max diff {loss_diff:.2e}, param max diff {param_diff:.2e}")
+    record_property("loss_max_abs_diff", loss_diff)
+    record_property("param_max_abs_diff", param_diff)
     assert loss_diff < TOL, loss_diff
     assert param_diff < TOL, param_diff
     # The run moved the weights far beyond the tolerance (the comparison is not vacuous).
@@ -119,7 +122,7 @@ def test_twenty_steps_match_torch(optimizer, lr, accumulation, distillation):
     assert moved > 100 * TOL
 
 
-def test_negative_control_wrong_schedule_fails():
+def test_negative_control_wrong_schedule_fails(record_property):
     """Per-step instead of per-epoch stepping of the same schedule must break the match."""
     tm, jm = _models(False)
     xs, ys = _batches()
@@ -127,10 +130,12 @@ def test_negative_control_wrong_schedule_fails():
     cfg.training.schedule_unit = "step"
     _run_jax(jm, cfg, xs, ys, 1)
     _run_torch(tm, _cfg("adamw", 2e-3, 1), xs, ys, 1)
-    assert _max_param_diff(jm, tm) > TOL
+    diff = _max_param_diff(jm, tm)
+    record_property("control_param_max_abs_diff", diff)
+    assert diff > TOL
 
 
-def test_accumulation_equals_one_step_on_the_concatenated_batch():
+def test_accumulation_equals_one_step_on_the_concatenated_batch(record_property):
     """Two micro-batches of 4 with accumulation 2 == one batch of 8 (BatchNorm-free model: a plain patch embed).
 
     SGD, so that the comparison is not amplified by Adam's normalisation of near-zero gradient entries."""
@@ -154,10 +159,11 @@ def test_accumulation_equals_one_step_on_the_concatenated_batch():
         results.append(jax.tree.leaves(state.params))
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(*results))
     print(f"accumulation vs concatenated batch: max param diff {diff:.2e}")
+    record_property("accum_param_max_abs_diff", diff)
     assert diff < 1e-6
 
 
-def test_swa_average_and_bn_recompute_match_swa_utils():
+def test_swa_average_and_bn_recompute_match_swa_utils(record_property):
     tm, jm = _models(False, seed=4)
     gd_train, _, params, rest = steps.split_model(jm)
     rng = np.random.default_rng(5)
@@ -182,6 +188,7 @@ def test_swa_average_and_bn_recompute_match_swa_utils():
     diffs = {k: float(np.max(np.abs(exported[k].astype(np.float64) - sd[k].double().numpy()))) for k in sd}
     worst = max(diffs.values())
     print(f"SWA + update_bn: max diff {worst:.2e} (running_var {max(v for k, v in diffs.items() if 'running_var' in k):.2e})")
+    record_property("swa_bn_max_abs_diff", worst)
     assert worst < 1e-5, {k: v for k, v in diffs.items() if v >= 1e-5}
     # Negative control: running statistics kept by the ordinary momentum-0.1 update over the same batches (what a
     # train-mode pass without update_bn's momentum=None leaves) differ from update_bn's equal-weight average.
@@ -191,4 +198,5 @@ def test_swa_average_and_bn_recompute_match_swa_utils():
     ema_mean = np.asarray(ema_model.patch_embed.stem.layers[1].mean[...])
     wrong = float(np.max(np.abs(ema_mean - sd["patch_embed.stem.1.running_mean"].numpy())))
     print(f"negative control (momentum 0.1 instead of update_bn): {wrong:.2e}")
+    record_property("control_momentum_diff", wrong)
     assert wrong > 1e-3

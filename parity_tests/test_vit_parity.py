@@ -474,17 +474,20 @@ def test_resize_matches_torch_interpolate(src, dst, mode, record_property):
         assert float(np.max(np.abs(other - ref))) > 1e-3
 
 
-def test_bilinear_16_to_8_is_2x2_mean_pool():
+def test_bilinear_16_to_8_is_2x2_mean_pool(record_property):
     x = np.random.default_rng(1).standard_normal((3, 16, 16, 7)).astype(np.float32)
     pooled = x.reshape(3, 8, 2, 8, 2, 7).mean(axis=(2, 4))
-    np.testing.assert_allclose(np.asarray(resize_bilinear(jnp.asarray(x), (8, 8))), pooled, atol=1e-6)
+    got = np.asarray(resize_bilinear(jnp.asarray(x), (8, 8)))
+    record_property("max_abs_diff", float(np.max(np.abs(got - pooled))))
+    np.testing.assert_allclose(got, pooled, atol=1e-6)
 
 
-def test_interpolate_pos_embed_matches_torch_ref():
+def test_interpolate_pos_embed_matches_torch_ref(record_property):
     pe = np.random.default_rng(2).standard_normal((1, 2 + 64, 16)).astype(np.float32)
     for new in [(12, 12), (4, 4), (8, 8), (6, 10)]:
         ref = tvit.interpolate_pos_embed(torch.from_numpy(pe), 2, (8, 8), new).numpy()
         got = np.asarray(interpolate_pos_embed(jnp.asarray(pe), 2, (8, 8), new))
         assert got.shape == ref.shape == (1, 2 + new[0] * new[1], 16)
+        record_property("pos_embed", float(np.max(np.abs(got - ref))))
         assert float(np.max(np.abs(got - ref))) <= 1e-5
         np.testing.assert_array_equal(got[:, :2], pe[:, :2])
