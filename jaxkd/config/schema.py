@@ -93,7 +93,9 @@ def base_config() -> ConfigDict:
         log_every_steps=50,  # jaxkd: host sync interval for metrics / progress bar
         eval_every_epochs=1,  # jaxkd
     )
-    logging = _section(log_dir="", save_frequency=5, keep_checkpoints=3, progress_bar=True)
+    logging = _section(
+        log_dir="",  # unused: kept for YAML compatibility (no effect; jaxkd writes everything into --workdir)
+        save_frequency=5, keep_checkpoints=3, progress_bar=True)
     vit = _section(
         variant="tiny",  # tiny | small | base | custom (custom: embed_dim / num_heads as given)
         img_size=32,
@@ -109,7 +111,7 @@ def base_config() -> ConfigDict:
         distillation=True,
         convert_grayscale=True,
         use_conv_stem=False,
-        cls_token_dropout=0.0,
+        cls_token_dropout=0.0,  # unused: kept for YAML compatibility (no effect); only the original's 0 is accepted
         inference_mode="avg",  # cls | dist | avg
         ln_eps=1e-5,  # jaxkd: the original's nn.LayerNorm default (DeiT/timm use 1e-6)
         attention="auto",  # jaxkd: auto | fused | cudnn | plain
@@ -268,7 +270,8 @@ RULES: dict[str, Callable] = {
     "vit.drop_rate": _rng(0, 1, hi_open=True),
     "vit.attn_drop_rate": _rng(0, 1, hi_open=True),
     "vit.drop_path_rate": _rng(0, 1, hi_open=True),
-    "vit.cls_token_dropout": _rng(0, 1, hi_open=True),
+    "vit.cls_token_dropout": lambda v, c: None if v == 0 else "is not implemented in jaxkd (the original's default "
+                                                              "is 0): leave it at 0",
     "vit.inference_mode": lambda v, c: (
         _choice("cls", "dist", "avg")(v, c) or
         (None if v == "cls" or c.vit.distillation else "needs vit.distillation = true (a dist token); use 'cls'")),
