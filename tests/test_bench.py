@@ -48,7 +48,7 @@ def test_models_quick_json(tmp_path):
     (["--device", "gpu", "--models", "mnist_cnn"], "no GPU"),
     (["--models", "resnet"], "unknown model"),
     (["--host-devices", "zero"], "--host-devices"),
-    (["--patch", "nope"], "--patch"),
+    (["--before", "nope"], "--before"),
 ])
 def test_models_bad_input(argv, message):
     env_has_gpu = False

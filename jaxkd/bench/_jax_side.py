@@ -11,8 +11,8 @@ Benchmark-only variants, for the experiments of the performance report (never us
 
 * ``scan=K``: K steps per dispatch, the trainer's step function scanned (``lax.scan``) over K stacked batches;
 * ``donate=False``: the same step function jitted without donating the state;
-* :data:`PATCHES`: candidate model-code changes (same math), applied by monkeypatching before the model is built,
-  so that their effect can be measured before they are proposed for jaxkd.models.
+* :data:`BEFORE`: earlier implementations of the same math (monkeypatched in before the model is built), so that a
+  model-code change can be timed before vs after in one run.
 """
 
 from __future__ import annotations
@@ -134,71 +134,40 @@ class JaxCase:
         return max(1, -(-k // self.scan)) * self.scan
 
 
-def _max_pool_first_max(x, k: int):
-    """MaxPool2d(k) (stride k, floor) on NHWC as a reshape + max; the gradient goes to the FIRST maximum of each
-    window (row-major), as torch and XLA's select_and_scatter do, via an argmax one-hot instead of the variadic
-    reduce-window + scatter that jax emits for ``lax.reduce_window`` max on CPU."""
-    import jax
-    import jax.numpy as jnp
+def _before_maxpool() -> None:
+    """MaxPool2d as it was before 91fd3b7: flax's reduce-window max, whose gradient XLA:CPU runs as a variadic
+    reduce-window over index arrays plus a scatter."""
+    from flax import nnx
 
-    b, h, w, c = x.shape
-    ho, wo = h // k, w // k
-
-    def windows(a):  # (b, ho, wo, c, k*k)
-        a = a[:, :ho * k, :wo * k].reshape(b, ho, k, wo, k, c)
-        return a.transpose(0, 1, 3, 5, 2, 4).reshape(b, ho, wo, c, k * k)
-
-    @jax.custom_vjp
-    def pool(a):
-        return a[:, :ho * k, :wo * k].reshape(b, ho, k, wo, k, c).max(axis=(2, 4))
-
-    def fwd(a):
-        return pool(a), a
-
-    def bwd(a, g):
-        first = jnp.argmax(windows(a), axis=-1)  # first maximum, as torch
-        d = (first[..., None] == jnp.arange(k * k)).astype(g.dtype) * g[..., None]
-        d = d.reshape(b, ho, wo, c, k, k).transpose(0, 1, 4, 2, 5, 3).reshape(b, ho * k, wo * k, c)
-        return (jnp.pad(d, ((0, 0), (0, h - ho * k), (0, w - wo * k), (0, 0))),)
-
-    pool.defvjp(fwd, bwd)
-    return pool(x)
-
-
-def _patch_maxpool() -> None:
     from jaxkd.models import layers
 
-    layers.MaxPool2d.__call__ = lambda self, x: _max_pool_first_max(x, self.kernel_size)
+    def call(self, x):
+        k = self.kernel_size
+        return nnx.max_pool(x, window_shape=(k, k), strides=(k, k), padding="VALID")
+
+    layers.MaxPool2d.__call__ = call
 
 
-def _patch_patchify() -> None:
-    """PatchEmbed.proj (kernel = stride = P, no padding) as patchify-reshape + one matmul: the same sum over
-    (kh, kw, c) of the same HWIO kernel, as a (B·N, P·P·C) x (P·P·C, D) GEMM instead of a strided convolution."""
-    import jax.numpy as jnp
-
+def _before_patchify() -> None:
+    """PatchEmbed as it was before 91fd3b7: the projection as a strided convolution (kernel = stride = P)."""
     from jaxkd.models import vit
 
     def call(self, x):
         if self.stem is not None:
             x = self.stem(x)
-        proj, p = self.proj, self.patch_size
-        b, h, w, c = x.shape
-        x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, -1, p * p * c)
-        dt = proj.dtype or x.dtype
-        kernel = proj.kernel[...].reshape(p * p * c, -1)
-        y = jnp.dot(x.astype(dt), kernel.astype(dt), precision=proj.precision)
-        return y + proj.bias[...].astype(dt) if proj.bias is not None else y
+        x = self.proj(x)
+        return x.reshape(x.shape[0], -1, x.shape[-1])
 
     vit.PatchEmbed.__call__ = call
 
 
-#: name -> function applying a candidate model change (see the module docstring).
-PATCHES = {"maxpool": _patch_maxpool, "patchify": _patch_patchify}
+#: name -> function restoring an earlier implementation of the same math (the "before" of the performance report).
+BEFORE = {"maxpool": _before_maxpool, "patchify": _before_patchify}
 
 
-def apply_patches(names) -> None:
+def apply_before(names) -> None:
     for name in names:
-        PATCHES[name]()
+        BEFORE[name]()
 
 
 def device_info() -> dict[str, Any]:

@@ -30,8 +30,8 @@ MFU (XLA cost-analysis FLOPs per step x steps/s over the device's peak; cuDNN at
 there); it stops with an error without a GPU (torch is timed on CUDA when its build has CUDA, else skipped).
 
 Experiments (for the performance report, never what the trainer runs): ``--scan K`` (K steps per dispatch),
-``--no-donate``, ``--xla-flags``, ``--matmul-precision`` and ``--patch`` (candidate model-code changes of the same
-math, :data:`jaxkd.bench._jax_side.PATCHES`). ``--torch-omp-wait passive`` (default) keeps torch's OpenMP threads
+``--no-donate``, ``--xla-flags``, ``--matmul-precision`` and ``--before`` (earlier implementations of the same
+math, :data:`jaxkd.bench._jax_side.BEFORE`, to time a model-code change before vs after). ``--torch-omp-wait passive`` (default) keeps torch's OpenMP threads
 from spinning: on a loaded 2-core host spinning made the torch step 3-10x slower and the comparison meaningless.
 """
 
@@ -75,9 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-donate", action="store_true", help="experiment: do not donate the state to the step")
     p.add_argument("--xla-flags", default="", help="experiment: extra XLA_FLAGS for the jaxkd side")
     p.add_argument("--matmul-precision", default="", help="experiment: jax_default_matmul_precision")
-    p.add_argument("--patch", default="", help="experiment: candidate model changes to time, comma-separated "
-                   "(maxpool: first-max MaxPool2d gradient without reduce-window; patchify: PatchEmbed.proj as "
-                   "one matmul)")
+    p.add_argument("--before", default="", help="experiment: time earlier implementations of the same math, "
+                   "comma-separated (maxpool: flax reduce-window max pool; patchify: PatchEmbed.proj as a strided "
+                   "convolution)")
     p.add_argument("--torch-omp-wait", default="passive", choices=("passive", "active", "inherit"),
                    help="OMP_WAIT_POLICY of torch's OpenMP threads (default passive: on a loaded host, spinning "
                         "threads make torch several times slower; 'inherit' keeps the environment's)")
@@ -124,11 +124,11 @@ def _check_args(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
     if args.scan < 1:
         raise ValueError("--scan must be >= 1")
-    from jaxkd.bench._jax_side import PATCHES
+    from jaxkd.bench._jax_side import BEFORE
 
-    bad = [x for x in args.patch.split(",") if x and x not in PATCHES]
+    bad = [x for x in args.before.split(",") if x and x not in BEFORE]
     if bad:
-        raise ValueError(f"--patch: unknown {', '.join(bad)}; choose from {', '.join(PATCHES)}")
+        raise ValueError(f"--before: unknown {', '.join(bad)}; choose from {', '.join(BEFORE)}")
     _host_device_settings(args.host_devices)
 
 
@@ -286,7 +286,7 @@ def _run_here(args, n_host_devices: int) -> dict:
     precision = args.precision or ("bfloat16" if args.device == "gpu" else "float32")
     if args.matmul_precision:
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)
-    js.apply_patches([x for x in args.patch.split(",") if x])
+    js.apply_before([x for x in args.before.split(",") if x])
     if args.torch_omp_wait != "inherit" and "torch" not in sys.modules:
         os.environ["OMP_WAIT_POLICY"] = args.torch_omp_wait.upper()  # read when torch's OpenMP starts
     cores = _cores()
@@ -294,7 +294,7 @@ def _run_here(args, n_host_devices: int) -> dict:
     meta = {**js.device_info(), "host_devices": n_host_devices, "cores": cores, "xla_threads": cores,
             "device": args.device, "precision": precision, "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "matmul_precision": args.matmul_precision or "default", "scan_steps_per_dispatch": args.scan,
-            "donate_state": not args.no_donate, "patches": args.patch, "quick": bool(args.quick),
+            "donate_state": not args.no_donate, "before": args.before, "quick": bool(args.quick),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "loadavg_start": _loadavg()}
     args.torch_skipped = ""
     if not args.no_torch:
