@@ -9,7 +9,9 @@ vit_mnist schedule. Train the teacher first (configs/mnist_cnn.py). It reported 
     python -m jaxkd.train --config configs/deit_mnist.py:smoke --workdir /tmp/smoke \\
         --config.distillation.teacher_checkpoint=DIR   # seconds, CI
 
-Expected: not measured yet with jaxkd (original: 99.54 %).
+Expected: the full schedule not measured yet with jaxkd (original: 99.54 %). Measured on 2 CPU cores, 1 epoch,
+depth 4, patch 4, no conv stem, batch 256, lr 1e-3, alpha constant 0.5 without warm-up, teacher at 0.9781: test
+0.3342 in 292 s (the same student without KD, configs/vit_mnist.py: 0.3178 in 351 s).
 """
 
 from vit_mnist import smoke, vit_mnist_base

@@ -6,7 +6,10 @@ Hard distillation as the original's DeiT presets (alpha cosine 0 -> 0.6, tau 3) 
     python -m jaxkd.train --config configs/quickstart.py --workdir workdirs/quickstart
     python -m jaxkd.train --config configs/quickstart_kd.py --workdir workdirs/quickstart_kd
 
-Expected: not measured yet (a couple of minutes on 2 CPU cores).
+Expected: measured on 2 CPU cores with the quickstart run (0.9722) as teacher, about 20 s; test accuracy 0.711 / 0.864 /
+0.850 for seeds 42 / 1 / 2, against 0.850 / 0.844 / 0.822 for the same student without a teacher
+(--config.distillation.enabled=false --config.vit.distillation=false, 13 s): 1,437 training images make single
+runs noisy.
 """
 
 from jaxkd.config import base_config
