@@ -274,23 +274,6 @@ def from_yaml(yaml_path: str | os.PathLike, out_py: str | os.PathLike, *, ignore
 # ----------------------------------------------------------------------------------------------------------------
 # CLI
 
-def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """('--config.a.b=value' items, the rest); '--config.a.b value' is joined as parse_config_args does."""
-    overrides, rest, i = [], [], 0
-    argv = list(argv)
-    while i < len(argv):
-        a = argv[i]
-        if a.startswith("--config."):
-            if "=" not in a and i + 1 < len(argv):
-                a = f"{a}={argv[i + 1]}"
-                i += 1
-            overrides.append(a)
-        else:
-            rest.append(a)
-        i += 1
-    return overrides, rest
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m jaxkd.convert", description=__doc__.splitlines()[0])
@@ -315,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workdir", required=True)
     p.add_argument("--out", required=True, help="FILE.pth or FILE.safetensors")
     p.add_argument("--force", action="store_true", help="overwrite --out")
-    overrides, rest = _split_overrides(argv)
+    overrides, rest = config_lib.split_overrides(argv)
     args = parser.parse_args(rest)
     if overrides and args.command != "from-torch":
         parser.error(f"--config.* overrides apply to from-torch only (got {overrides[0]})")

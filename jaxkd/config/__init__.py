@@ -25,6 +25,7 @@ from ml_collections import ConfigDict
 
 __all__ = [
     "ConfigError", "base_config", "load", "validate", "apply_overrides", "add_config_args", "parse_config_args",
+    "split_overrides",
     "to_dict", "to_json", "flatten", "image_shape", "precision", "VIT_VARIANTS", "apply_peer_augmentation",
     "shared_data",
 ]
@@ -234,9 +235,9 @@ def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None):
-    """Parses argv; returns (args, config). Overrides are the '--config.x.y=value' items (or '--config.x.y value')."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """('--config.a.b=value' items, the rest of argv); '--config.a.b value' is joined into '--config.a.b=value'."""
+    argv = list(argv)
     overrides, rest, i = [], [], 0
     while i < len(argv):
         a = argv[i]
@@ -248,6 +249,12 @@ def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
         else:
             rest.append(a)
         i += 1
+    return overrides, rest
+
+
+def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None):
+    """Parses argv; returns (args, config). Overrides are the '--config.x.y=value' items (or '--config.x.y value')."""
+    overrides, rest = split_overrides(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(rest)
     return args, load(args.config, overrides)
 
