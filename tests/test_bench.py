@@ -62,3 +62,44 @@ def test_models_bad_input(argv, message):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+
+
+def test_profile_summary_groups_by_kind():
+    from jaxkd.bench.profile import op_kind, summarize_trace
+
+    assert op_kind("transpose_copy_fusion.69") == "transpose_copy_fusion"
+    assert op_kind("convolution-base-dilated.5") == "convolution-base-dilated"
+    assert op_kind("ynn_fusion") == "ynn_fusion"
+    events = [
+        {"ph": "X", "name": "add_fusion.1", "dur": 3000}, {"ph": "X", "name": "add_fusion.2", "dur": 1000},
+        {"ph": "X", "name": "dot.7", "dur": 6000}, {"ph": "X", "name": "add_fusion.1", "dur": 2000},
+        {"ph": "X", "name": "$api.py:10 block_until_ready", "dur": 99000},  # Python frame: not an XLA op
+        {"ph": "X", "name": "ThunkExecutor::Execute", "dur": 99000},  # runtime span: not an XLA op
+        {"ph": "i", "name": "marker"},
+    ]
+    s = summarize_trace(events, n_steps=2)
+    assert [k["kind"] for k in s["kinds"]] == ["add_fusion", "dot"]
+    assert s["kinds"][0]["ms_per_step"] == pytest.approx(3.0) and s["kinds"][0]["ops"] == 2
+    assert s["ops"][0] == {"op": "dot.7", "ms_per_step": pytest.approx(3.0)}
+    assert s["traced_ms_per_step"] == pytest.approx(6.0)
+
+
+def test_profile_tiny_run(tmp_path):
+    out = tmp_path / "profile.json"
+    proc = _bench("profile", "--models", "mnist_cnn", "--batch-size", "4", "--steps", "1", "--warmup", "0",
+                  "--top", "3", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert "--xla_cpu_enable_xprof_traceme=true" in res["meta"]["xla_flags"]
+    r = res["models"]["mnist_cnn"]
+    assert r["batch"] == 4 and r["step_ms"] > 0 and r["kinds"] and r["ops"]
+    assert 0 < r["traced_ms_per_step"] and sum(k["ms_per_step"] for k in r["kinds"]) == pytest.approx(
+        r["traced_ms_per_step"])
+    assert "MNIST CNN (batch 4)" in proc.stdout and "ms/step" in proc.stdout
+
+
+def test_profile_bad_model():
+    proc = _bench("profile", "--models", "resnet", timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "unknown model" in lines[0], proc.stderr
