@@ -19,6 +19,7 @@ from jaxkd.models.layers import (
     cast_module,
     gelu_exact,
     global_avg_pool,
+    relu,
     torch_conv,
     torch_linear,
 )
@@ -227,3 +228,17 @@ def test_cnn_bf16_compute_returns_float32_logits(mnist_cnn):
     assert m.features.layers[1].conv1.kernel[...].dtype == jnp.float32  # param_dtype stays float32
     r = np.asarray(ref)
     assert np.max(np.abs(np.asarray(out) - r)) < 0.05 * max(1.0, float(np.max(np.abs(r))))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_relu_equals_max_with_zero_gradient_at_zero(dtype):
+    """layers.relu (a select, for XLA's fusion) has jax.nn.relu's values and gradients: 0 below and at 0, x above,
+    gradient 0 at exactly 0 (torch's convention), NaN propagated; negative control: a select with the gradient 1 at 0."""
+    x = jnp.asarray([-3.0, -1e-30, -0.0, 0.0, 1e-30, 2.5, float("nan"), float("inf"), -float("inf")], dtype)
+    np.testing.assert_array_equal(np.asarray(relu(x), np.float64), np.asarray(jax.nn.relu(x), np.float64))
+    assert relu(x).dtype == x.dtype
+    g = jax.grad(lambda v: jnp.sum(relu(v)))(x[:6])
+    np.testing.assert_array_equal(np.asarray(g, np.float64), [0, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(jax.grad(lambda v: jnp.sum(jax.nn.relu(v)))(x[:6])))
+    wrong = jax.grad(lambda v: jnp.sum(jnp.where(v < 0, 0, v)))(x[:6])  # gradient 1 at 0
+    assert not np.array_equal(np.asarray(wrong), np.asarray(g))

@@ -161,8 +161,18 @@ def _before_patchify() -> None:
     vit.PatchEmbed.__call__ = call
 
 
+def _before_relu() -> None:
+    """The AdaptiveCNN's ReLUs as ``jax.nn.relu`` (``maximum(x, 0)``) instead of ``layers.relu``'s select, which XLA:CPU
+    recomputed, with the residual stream behind it, inside every weight-gradient convolution's transposed input."""
+    import jax
+
+    from jaxkd.models import cnn
+
+    cnn.relu = jax.nn.relu
+
+
 #: name -> function restoring an earlier implementation of the same math (the "before" of the performance report).
-BEFORE = {"maxpool": _before_maxpool, "patchify": _before_patchify}
+BEFORE = {"maxpool": _before_maxpool, "patchify": _before_patchify, "relu": _before_relu}
 
 
 def apply_before(names) -> None:

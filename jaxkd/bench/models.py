@@ -77,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matmul-precision", default="", help="experiment: jax_default_matmul_precision")
     p.add_argument("--before", default="", help="experiment: time earlier implementations of the same math, "
                    "comma-separated (maxpool: flax reduce-window max pool; patchify: PatchEmbed.proj as a strided "
-                   "convolution)")
+                   "convolution; relu: the CNN's ReLUs as jax.nn.relu)")
     p.add_argument("--torch-omp-wait", default="passive", choices=("passive", "active", "inherit"),
                    help="OMP_WAIT_POLICY of torch's OpenMP threads (default passive: on a loaded host, spinning "
                         "threads make torch several times slower; 'inherit' keeps the environment's)")

@@ -21,6 +21,7 @@ from jaxkd.models.layers import (
     BatchNorm,
     MaxPool2d,
     global_avg_pool,
+    relu,
     torch_conv,
     torch_linear,
 )
@@ -59,7 +60,7 @@ class SEBlock(nnx.Module):
         kw = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.fc = nnx.Sequential(
             torch_linear(channels, hidden, **kw),
-            Activation(jax.nn.relu),
+            Activation(relu),
             torch_linear(hidden, channels, **kw),
             Activation(jax.nn.sigmoid),
         )
@@ -94,11 +95,11 @@ class ResidualBlock(nnx.Module):
             self.shortcut = nnx.Sequential()
 
     def __call__(self, x: Array) -> Array:
-        out = jax.nn.relu(self.bn1(self.conv1(x)))
+        out = relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(out)
-        return jax.nn.relu(out + self.shortcut(x))
+        return relu(out + self.shortcut(x))
 
 
 class AdaptiveCNN(nnx.Module):
@@ -126,7 +127,7 @@ class AdaptiveCNN(nnx.Module):
         blocks = _BLOCKS[variant]
         c0 = blocks[0][0]
         stem = [torch_conv(in_channels, c0, 3, stride=1, padding=1, **kw), BatchNorm(c0, **kw),
-                Activation(jax.nn.relu)]
+                Activation(relu)]
         if variant == "mnist":
             stem.append(MaxPool2d(2))
         self.features = nnx.Sequential(
@@ -137,7 +138,7 @@ class AdaptiveCNN(nnx.Module):
         self.num_features = c
         self.classifier = nnx.Sequential(
             torch_linear(c, c // 2, **kw),
-            Activation(jax.nn.relu),
+            Activation(relu),
             nnx.Dropout(head_dropout, rngs=rngs),
             torch_linear(c // 2, num_classes, **kw),
         )

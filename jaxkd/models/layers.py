@@ -100,6 +100,20 @@ def gelu_exact(x: Array) -> Array:
     return jax.nn.gelu(x, approximate=False)
 
 
+def relu(x: Array) -> Array:
+    """ReLU, ``max(x, 0)``, elementwise: the values and gradients of ``jax.nn.relu`` and ``torch.relu`` (gradient 0
+    at 0; NaN stays NaN), written as a select.
+
+    Why the spelling: XLA counts ``maximum(x, 0)`` as a unary op and so may recompute it, and every elementwise op
+    behind it back through the residual stream, inside each consumer that can fuse it. On XLA:CPU such a consumer is
+    the batch<->channel transposed copy of the input that every weight-gradient convolution needs: in the CIFAR CNN
+    step those recomputing copies took 27 % of the time (``python -m jaxkd.bench profile --models cifar_cnn``). A
+    select reads two full-size operands, which XLA does not duplicate, so the activation is computed once and the
+    copies are plain transposes. On GPUs both spellings are one elementwise op inside a fusion (not measured there).
+    """
+    return jnp.where(x <= 0, jnp.zeros((), x.dtype), x)
+
+
 class Activation(nnx.Module):
     """Weightless placeholder holding an elementwise function (ReLU, GELU, Sigmoid, ...).
 
