@@ -332,3 +332,38 @@ def test_resize_own_behaviour():
         resize_bicubic(x, (0, 3))
     with pytest.raises(ValueError, match="mode"):
         interpolation_matrix(4, 2, "nearest")
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_dense_value_and_gradients_equal_the_plain_expression(use_bias):
+    """attention.dense (kernel gradient formed as (gᵀx)ᵀ for XLA:CPU) == jax.grad of x @ k + b, in float64 (exact up
+    to summation order) and float32; negative control: a perturbed kernel changes the gradients beyond the tolerance."""
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(True):
+        for dt, tol in ((jnp.float64, 1e-13), (jnp.float32, 1e-5)):
+            x = jnp.asarray(rng.standard_normal((2, 5, 7)), dt)
+            k = jnp.asarray(rng.standard_normal((7, 4)), dt)
+            b = jnp.asarray(rng.standard_normal(4), dt) if use_bias else None
+
+            def plain(x, k, b):
+                y = x @ k
+                return jnp.sum(jnp.tanh(y if b is None else y + b) ** 2)
+
+            def ours(x, k, b):
+                return jnp.sum(jnp.tanh(attention_mod.dense(x, k, b)) ** 2)
+
+            want = jax.grad(plain, (0, 1, 2) if use_bias else (0, 1))(x, k, b)
+            got = jax.grad(ours, (0, 1, 2) if use_bias else (0, 1))(x, k, b)
+            assert float(jnp.abs(ours(x, k, b) - plain(x, k, b))) <= tol
+            for g, w in zip(got, want):
+                assert g.dtype == w.dtype and g.shape == w.shape
+                assert float(jnp.max(jnp.abs(g - w))) <= tol * float(jnp.max(jnp.abs(w)))
+            control = jax.grad(plain, (0, 1))(x, k * 1.001, b)
+            assert float(jnp.max(jnp.abs(control[1] - want[1]))) > tol * float(jnp.max(jnp.abs(want[1])))
+
+
+def test_vit_linear_is_an_nnx_linear_with_dense():
+    lin = attention_mod.vit_linear(6, 3, rngs=nnx.Rngs(0))
+    assert isinstance(lin, nnx.Linear) and isinstance(lin, attention_mod.Linear)
+    x = jnp.ones((2, 6))
+    np.testing.assert_allclose(lin(x), x @ lin.kernel[...] + lin.bias[...], rtol=1e-6)

@@ -171,8 +171,18 @@ def _before_relu() -> None:
     cnn.relu = jax.nn.relu
 
 
+def _before_dense() -> None:
+    """The ViT's Linear layers as plain ``nnx.Linear`` (kernel gradient ``xᵀ·g`` by autodiff) instead of
+    ``attention.dense``'s ``(gᵀ·x)ᵀ``."""
+    from flax import nnx
+
+    from jaxkd.models import attention
+
+    attention.Linear.__call__ = nnx.Linear.__call__
+
+
 #: name -> function restoring an earlier implementation of the same math (the "before" of the performance report).
-BEFORE = {"maxpool": _before_maxpool, "patchify": _before_patchify, "relu": _before_relu}
+BEFORE = {"maxpool": _before_maxpool, "patchify": _before_patchify, "relu": _before_relu, "dense": _before_dense}
 
 
 def apply_before(names) -> None:

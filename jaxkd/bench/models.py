@@ -77,7 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matmul-precision", default="", help="experiment: jax_default_matmul_precision")
     p.add_argument("--before", default="", help="experiment: time earlier implementations of the same math, "
                    "comma-separated (maxpool: flax reduce-window max pool; patchify: PatchEmbed.proj as a strided "
-                   "convolution; relu: the CNN's ReLUs as jax.nn.relu)")
+                   "convolution; relu: the CNN's ReLUs as jax.nn.relu; dense: the ViT's Linear kernel "
+                   "gradient as autodiff's x^T g)")
     p.add_argument("--torch-omp-wait", default="passive", choices=("passive", "active", "inherit"),
                    help="OMP_WAIT_POLICY of torch's OpenMP threads (default passive: on a loaded host, spinning "
                         "threads make torch several times slower; 'inherit' keeps the environment's)")

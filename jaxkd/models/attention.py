@@ -14,6 +14,7 @@ Layout everywhere: q, k, v are (B, T, H, hd) = (batch, tokens, heads, head dim).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -71,11 +72,54 @@ def trunc_normal_init(std: float = 0.02) -> Callable[..., Array]:
     return init
 
 
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def dense(x: Array, kernel: Array, bias: Array | None, precision: Any = None) -> Array:
+    """``x @ kernel + bias``: x (..., K), kernel (K, N), bias (N,) or None -> (..., N), in the operands' dtype.
+
+    The value and gradients are those of the plain expression (``jax.grad`` of it, same dtypes); only the
+    kernel gradient is formed as ``(gᵀ·x)ᵀ`` (a (N, K) product, then a transpose) rather than ``xᵀ·g``. Same math, one
+    more transpose of a weight-sized matrix; the point is which operand XLA has to copy. On XLA:CPU the
+    ``xᵀ·g`` form made it copy (transpose) the output gradient ``g``, and its instruction fusion recomputed the
+    residual stream's whole gradient chain (back through every later block) inside each such copy:
+    ``python -m jaxkd.bench profile --models deit_kd`` showed those copies at 31 % of the DeiT-Tiny KD step at
+    batch 32. With this form the DeiT-Tiny step is ~20 % faster there (``--before dense`` times the old one).
+    """
+    y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
+    return y if bias is None else y + bias
+
+
+def _dense_fwd(x, kernel, bias, precision):
+    return dense(x, kernel, bias, precision), (x, kernel, bias is None)
+
+
+def _dense_bwd(precision, res, g):
+    x, kernel, no_bias = res
+    dx = jax.lax.dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())), precision=precision)
+    g2 = g.reshape(-1, g.shape[-1])
+    dk = jax.lax.dot_general(g2, x.reshape(-1, x.shape[-1]), (((0,), (0,)), ((), ())), precision=precision).T
+    return dx, dk, (None if no_bias else jnp.sum(g2, axis=0))
+
+
+dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+class Linear(nnx.Linear):
+    """``nnx.Linear`` (same parameters, init, dtype promotion) computed with :func:`dense`."""
+
+    def __call__(self, inputs: Array, out_sharding=None) -> Array:
+        if out_sharding is not None or self.preferred_element_type is not None:
+            return super().__call__(inputs, out_sharding=out_sharding)
+        kernel = self.kernel[...]
+        bias = self.bias[...] if self.bias is not None else None
+        inputs, kernel, bias = self.promote_dtype((inputs, kernel, bias), dtype=self.dtype)
+        return dense(inputs, kernel, bias, self.precision)
+
+
 def vit_linear(in_features: int, out_features: int, *, use_bias: bool = True, dtype: Any = jnp.float32,
                param_dtype: Any = jnp.float32, rngs: nnx.Rngs) -> nnx.Linear:
-    """``nnx.Linear`` with the peer ViT init: kernel trunc-normal std 0.02, bias 0. Kernel (in, out)."""
-    return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-                      kernel_init=trunc_normal_init(0.02), bias_init=nnx.initializers.zeros_init(), rngs=rngs)
+    """:class:`Linear` (an ``nnx.Linear``) with the peer ViT init: kernel trunc-normal std 0.02, bias 0. Kernel (in, out)."""
+    return Linear(in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                  kernel_init=trunc_normal_init(0.02), bias_init=nnx.initializers.zeros_init(), rngs=rngs)
 
 
 class Attention(nnx.Module):
