@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxkd.errors import describe
+
 __all__ = ["Checkpoints", "CheckpointError", "export_model", "load", "params_sha256", "check_workdir"]
 
 
@@ -82,14 +84,13 @@ class Checkpoints:
         if found is None and failed:
             step, e = failed[0]
             raise CheckpointError(f"no usable checkpoint in {self.workdir / 'checkpoints'}: all {len(failed)} steps "
-                                  f"failed to restore (newest, {step}: {type(e).__name__}: "
-                                  f"{str(e).splitlines()[0][:200] if str(e) else ''}); move the folder away to "
+                                  f"failed to restore (newest, {step}: {describe(e, 200)}); move the folder away to "
                                   "start afresh")
         for step, e in failed:
             bad = self.workdir / "checkpoints" / str(step)
             aside = self.workdir / "corrupt_checkpoints" / str(step)
-            log(f"warning: checkpoint {bad} is corrupt or incomplete ({type(e).__name__}: "
-                f"{str(e).splitlines()[0][:200] if str(e) else ''}); moved to {aside}, resuming from an older one")
+            log(f"warning: checkpoint {bad} is corrupt or incomplete ({describe(e, 200)}); moved to {aside}, "
+                "resuming from an older one")
             aside.parent.mkdir(exist_ok=True)
             if bad.exists() and not aside.exists():
                 bad.rename(aside)  # kept for inspection
@@ -157,7 +158,7 @@ def check_workdir(workdir: Path, config_json: str, force: bool) -> None:
         if force:
             old = {"<damaged config.json>": True}  # differs from every config: moved aside below
         else:
-                raise CheckpointError(f"{old_file} is damaged ({e}); use another --workdir, or --force to move the old "
+            raise CheckpointError(f"{old_file} is damaged ({e}); use another --workdir, or --force to move the old "
                                   "run aside and start afresh") from None
     new = flatten(json.loads(config_json))
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _COSMETIC)
@@ -211,8 +212,8 @@ def load(path: str | Path):
         with ocp.StandardCheckpointer() as ckptr:
             restored = ckptr.restore(model_dir, target)
     except Exception as e:  # noqa: BLE001  (Orbax / TensorStore raise many types for a damaged directory)
-        raise CheckpointError(f"{model_dir} is corrupt or incomplete ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); rerun or re-export the run") from None
+        raise CheckpointError(f"{model_dir} is corrupt or incomplete ({describe(e, 200)}); rerun or re-export "
+                              "the run") from None
     nnx.update(model, restored["params"], restored["rest"])
     model.eval()
     return model, cfg

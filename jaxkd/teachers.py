@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxkd.errors import describe, first_line
 from jaxkd.interop import StateDictMismatch, torch_to_jax, unwrap_state_dict
 from jaxkd.models.dinov2 import DinoVisionTransformer
 
@@ -138,15 +139,15 @@ def read_state_dict(path: str | os.PathLike, *, arch: Any = "vit_small",
         try:
             sd: Any = load_file(p)
         except Exception as e:  # safetensors raises its own SafetensorError (and OSError) on a damaged file
-            raise TeacherError(f"cannot read {p!r} as a safetensors file ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}); fetch or export it again") from None
+            raise TeacherError(f"cannot read {p!r} as a safetensors file ({describe(e)}); fetch or export it "
+                               "again") from None
     elif suffix == ".npz":
         try:
             with np.load(p, allow_pickle=False) as z:
                 sd = {k: z[k] for k in z.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            raise TeacherError(f"cannot read {p!r} as an .npz weight file ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}); write it again with np.savez") from None
+            raise TeacherError(f"cannot read {p!r} as an .npz weight file ({describe(e)}); write it again with "
+                               "np.savez") from None
     else:
         if not zipfile.is_zipfile(p):
             raise TeacherError(f"{p!r} is not a PyTorch zip checkpoint (damaged or partial download?): fetch it "
@@ -162,9 +163,9 @@ def read_state_dict(path: str | os.PathLike, *, arch: Any = "vit_small",
             sd = torch.load(p, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             raise TeacherError(f"refusing to load {p!r}: it holds pickled objects other than tensors, which "
-                               f"torch.load(weights_only=True) will not run ({str(e).splitlines()[0]})") from None
+                               f"torch.load(weights_only=True) will not run ({first_line(e)})") from None
         except (RuntimeError, EOFError, OSError) as e:
-            raise TeacherError(f"cannot read {p!r} as a PyTorch weight file: {str(e).splitlines()[0]}") from None
+            raise TeacherError(f"cannot read {p!r} as a PyTorch weight file: {first_line(e)}") from None
     if not isinstance(sd, Mapping):
         raise TeacherError(f"{p!r} holds a {type(sd).__name__}, not a state dict (name -> tensor)")
     return dict(unwrap_state_dict(sd))

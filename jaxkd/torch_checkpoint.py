@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxkd.errors import describe
+
 __all__ = [
     "TorchCheckpointError", "Unloaded", "RestrictedUnpickler", "restricted_pickle_module", "load_torch_file",
     "state_dict_arrays", "unloaded_objects", "describe_state_dict",
@@ -226,8 +228,7 @@ def load_torch_file(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", pickle_module=restricted_pickle_module(), weights_only=False)
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError, AttributeError, ValueError) as e:
-        raise TorchCheckpointError(f"{path}: cannot read the checkpoint ({type(e).__name__}: "
-                                   f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise TorchCheckpointError(f"{path}: cannot read the checkpoint ({describe(e)})") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------

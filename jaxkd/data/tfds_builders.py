@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxkd.data.sources import LOCAL_ALTERNATIVES, DataError, Dataset, validate
+from jaxkd.errors import describe
 
 __all__ = ["load_tfds", "default_data_dir", "network_available", "build_jaxkd_dataset", "OWN_BUILDERS"]
 
@@ -104,8 +105,8 @@ def _read_prepared(builder, where: str) -> Dataset:
     try:
         sources = {s: builder.as_data_source(split=s) for s in ("train", test_split)}
     except Exception as e:  # e.g. prepared as tfrecord, which needs TensorFlow to read
-        raise DataError(f"{where}: cannot read the prepared data without TensorFlow ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}); prepare it as ArrayRecord "
+        raise DataError(f"{where}: cannot read the prepared data without TensorFlow ({describe(e)}); "
+                        "prepare it as ArrayRecord "
                         f"(tfds build --file_format=array_record) or {LOCAL_ALTERNATIVES}") from None
     x_train, y_train = _read_split(sources["train"], image_key, label_key, where)
     x_test, y_test = _read_split(sources[test_split], image_key, label_key, where)
