@@ -164,7 +164,14 @@ def run(args) -> dict:
 def _run_child(args, flags: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "profile.json")
-        argv = [a for a in (getattr(args, "argv", None) or ["profile"]) if not a.startswith("--json")]
+        argv, skip = [], False
+        for a in getattr(args, "argv", None) or ["profile"]:  # drop --json FILE / --json=FILE: the child writes out
+            if skip or a.startswith("--json="):
+                skip = False
+            elif a == "--json":
+                skip = True
+            else:
+                argv.append(a)
         cmd = [sys.executable, "-m", "jaxkd.bench", *argv, "--json", out]
         proc = subprocess.run(cmd, env=dict(os.environ, XLA_FLAGS=flags))
         if proc.returncode != 0:
