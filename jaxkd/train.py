@@ -35,6 +35,15 @@ from jaxkd.config import ConfigError
 __all__ = ["train", "main", "evaluate_split", "maybe_initialize_distributed"]
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def maybe_initialize_distributed() -> None:
     """jax.distributed.initialize() when the environment asks for several processes.
 
@@ -243,12 +252,18 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     # --- loop ----------------------------------------------------------------------------------------------------
     step = start_step
     epoch = step // steps_per_epoch
+    first_step_s = None
     while epoch < epochs and not host["stopped_early"]:
         progress.set_description(f"epoch {epoch + 1}/{epochs}")
         pending, timer, since = [], reporting.Timer(), 0
         for batch in data.train_batches(epoch, step - epoch * steps_per_epoch,
                                         num_steps=steps_per_epoch - (step - epoch * steps_per_epoch)):
             state, metrics = train_step(state, _batch_dict(batch, mixing), aux)
+            if first_step_s is None:  # one sync, once: the time to the first finished step (compilation included)
+                jax.block_until_ready(metrics)
+                first_step_s = time.time() - t_start
+                if is_main:
+                    print(f"first step done {first_step_s:.1f} s after start", file=sys.stderr, flush=True)
             if _FAULT_SLEEP_S:  # test-only fault injection: slow steps down so a test can kill mid-epoch
                 time.sleep(_FAULT_SLEEP_S)
             pending.append(metrics)
@@ -332,7 +347,9 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
         "epochs": epoch, "steps": step, "wall_s": time.time() - t_start, "devices": n_dev,
         "processes": jax.process_count(), "stopped_early": host["stopped_early"],
         "params": models.count_params(model), "params_sha256": ckpt_lib.params_sha256(state.params),
-        "best_val_accuracy": host["best_val_accuracy"],
+        "best_val_accuracy": host["best_val_accuracy"], "time_to_first_step_s": first_step_s,
+        "device": jax.devices()[0].device_kind, "platform": jax.default_backend(),
+        "versions": {"jax": jax.__version__, "flax": _version("flax"), "optax": _version("optax")},
     }
     for name in ("swa", "ema"):
         if name in results:

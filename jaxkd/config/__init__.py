@@ -262,7 +262,11 @@ def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 def main_guard(fn: Callable[[], int | None]) -> None:
     """Runs a CLI main. Bad input — a ConfigError, or any of jaxkd's own ValueError subclasses (DataError,
     CheckpointError, StateDictMismatch, ...) — becomes one line on stderr and exit code 2; a run stopped by a
-    non-finite loss exits with 1 after its one-line message."""
+    non-finite loss exits with 1 after its one-line message. The persistent compilation cache (jaxkd.cache) is
+    turned on first."""
+    from jaxkd.cache import enable_compilation_cache
+
+    enable_compilation_cache()
     try:
         code = fn()
     except ValueError as e:
