@@ -2,8 +2,8 @@
 
 Every CLI (`python -m jaxkd.train`, `evaluate`, `predict`, ...) turns on JAX's persistent compilation cache before
 it compiles anything, so a second run of the same preset, a resume and an evaluation reuse the compiled programs
-instead of compiling them again (the cache key is the program, the backend and the versions: a different model or
-schedule compiles anew, a different seed does not).
+instead of compiling them again. The cache key is the program, the backend and the versions: the same preset again,
+a resume or an evaluation finds its programs there; another model, schedule or seed compiles anew.
 
 Where: ``$JAXKD_COMPILATION_CACHE`` if set (a folder; ``0``, ``off`` or an empty value turns the cache off), else
 ``$JAX_COMPILATION_CACHE_DIR`` if the user set JAX's own variable, else ``$XDG_CACHE_HOME/jaxkd/xla`` (default

@@ -139,14 +139,44 @@ def color_jitter_params(key: Array, brightness: float, contrast: float, saturati
     return color_jitter_from_uniform(jax.random.uniform(key, (8,)), brightness, contrast, saturation, hue)
 
 
+def _jitter_blend(img: Array, op: Array, factor: Array) -> Array:
+    """Brightness (op 0), Contrast (1) or Saturation (2) of ColorJitter as ONE blend whose base is selected:
+    0, the mean of the grey image, or the grey image (the three ops are ``blend(base, img, factor)``)."""
+    h, w, _ = img.shape
+    gray_i = ops.grayscale(img)
+    n = h * w
+    mean = ((2 * jnp.sum(gray_i) + n) // (2 * n)).astype(jnp.float32)
+    base = jnp.where(op == 0, jnp.float32(0.0), jnp.where(op == 1, mean, gray_i.astype(jnp.float32)))
+    return ops.blend(base, img, factor)
+
+
 def apply_color_jitter(img: Array, params: dict[str, Array], enabled: tuple[bool, ...] = (True,) * 4) -> Array:
     """torchvision ColorJitter given its draws: ops (0 brightness, 1 contrast, 2 saturation, 3 hue) applied in
-    ``params['order']``; an op with ``enabled[i]`` False (its jitter set to 0) is skipped, as torchvision does."""
+    ``params['order']``; an op with ``enabled[i]`` False (its jitter set to 0) is skipped, as torchvision does.
+
+    Without a per-sample switch (under ``vmap`` it evaluates all four ops at each of the four positions): the
+    three blend ops are one blend with a selected base, and hue, the costly one, runs once: blend slots at the
+    positions before hue's, hue, then blend slots at the positions after it (3 + 3 cheap blends, one hue)."""
     f = params["factors"]
-    fns = [lambda im: ops.adjust_brightness(im, f[0]), lambda im: ops.adjust_contrast(im, f[1]),
-           lambda im: ops.adjust_saturation(im, f[2]), lambda im: ops.adjust_hue(im, f[3])]
-    fns = [fn if on else (lambda im: im) for fn, on in zip(fns, enabled)]
-    return jax.lax.fori_loop(0, 4, lambda i, im: jax.lax.switch(params["order"][i], fns, im), img)
+    order = params["order"]
+    on = jnp.asarray(enabled[:3] + (False,), bool)  # blend ops that run (hue handled apart)
+    pos_hue = jnp.argmax(order == 3)
+
+    def slot(im, i, active):
+        op = order[i]
+        run = active & on[op]
+        return jnp.where(run, _jitter_blend(im, op, f[op]), im)
+
+    # fori_loop bodies keep each slot's image materialised: unrolled, XLA's fusion recomputes the chain of
+    # selects inside every consumer (the mean's reduction and the blend), multiplying the cost.
+    any_blend = any(enabled[:3])
+    if any_blend:
+        img = jax.lax.fori_loop(0, 3, lambda i, im: slot(im, i, i < pos_hue), img)
+    if enabled[3]:
+        img = ops.adjust_hue(img, f[3])
+    if any_blend:
+        img = jax.lax.fori_loop(1, 4, lambda i, im: slot(im, i, i > pos_hue), img)
+    return img
 
 
 # Random wrappers on ONE uint8-valued float32 image (H, W, C).

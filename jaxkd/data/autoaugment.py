@@ -177,26 +177,41 @@ def stacked_tables(bin_sets: tuple[int, ...], height: int, width: int) -> OpTabl
                     tabs[0].branch)
 
 
+def colour_op(img: Array, branch: Array, factor: Array, bits: Array, threshold: Array) -> Array:
+    """The colour op of a stage (``branch`` as in ``_COLOUR_BRANCH``, 0 = none), without a per-sample switch: under
+    ``vmap`` a ``lax.switch`` becomes a select that evaluates every branch for every sample. Here the ten ops are two
+    kinds, each evaluated once: a blend ``blend(base, img, factor)`` whose base is 0 (Brightness), the grey image
+    (Color), its mean (Contrast) or SMOOTH(img) (Sharpness); and a point op, one table (C, 256) per image applied
+    with one gather: identity, Posterize, Solarize, AutoContrast, Equalize or Invert (the tables are built on 256
+    levels with the very functions of :mod:`jaxkd.data.image_ops`, so the result is the same bit for bit).
+    (H, W, C) -> (H, W, C)."""
+    h, w, c = img.shape
+    gray_i = ops.grayscale(img)
+    n = h * w
+    mean = ((2 * jnp.sum(gray_i) + n) // (2 * n)).astype(jnp.float32)
+    base = jnp.where(branch == 1, jnp.float32(0.0),
+                     jnp.where(branch == 2, gray_i.astype(jnp.float32),
+                               jnp.where(branch == 3, mean, ops.smooth(img))))
+    blended = ops.blend(base, img, factor)
+    levels = jnp.asarray(ops.LEVELS)
+    lf = levels.astype(jnp.float32)
+    point = jnp.stack([jnp.broadcast_to(t.astype(jnp.int32), (c, 256)) for t in (
+        levels, ops.posterize(lf, bits), ops.solarize(lf, threshold), ops.autocontrast_lut(img),
+        ops.equalize_lut(img), ops.invert(lf))])  # (6, C, 256) for branches 0, 5, 6, 7, 8, 9
+    slot = jnp.where(branch >= 5, branch - 4, 0)
+    mapped = ops.apply_lut(img, point[slot])
+    return jnp.where((branch >= 1) & (branch <= 4), blended, mapped)
+
+
 def _apply_stage(img: Array, t: OpTables, table_set: Array, op: Array, b: Array, neg: Array) -> Array:
-    """One op from the stacked tables ``t`` (numpy) at (table_set, op, bin, negate); all indices may be traced."""
+    """One op from the stacked tables ``t`` (numpy) at (table_set, op, bin, negate); all indices may be traced.
+    Geometric ops are the affine warp (identity coefficients for the others), colour ops :func:`colour_op`."""
     neg = jnp.asarray(neg, jnp.int32)
     img = ops.affine_nearest_fixed(img, jnp.asarray(t.fixed)[table_set, op, b, neg])
     factor = jnp.asarray(t.factor)[table_set, op, b, neg]
     bits = jnp.asarray(t.bits)[table_set, b]
     threshold = jnp.asarray(t.threshold)[table_set, b]
-    branches = [
-        lambda im: im,
-        lambda im: ops.adjust_brightness(im, factor),
-        lambda im: ops.adjust_saturation(im, factor),
-        lambda im: ops.adjust_contrast(im, factor),
-        lambda im: ops.adjust_sharpness(im, factor),
-        lambda im: ops.posterize(im, bits),
-        lambda im: ops.solarize(im, threshold),
-        ops.autocontrast,
-        ops.equalize,
-        ops.invert,
-    ]
-    return jax.lax.switch(jnp.asarray(t.branch)[op], branches, img)
+    return colour_op(img, jnp.asarray(t.branch)[op], factor, bits, threshold)
 
 
 def apply_stages(img: Array, stages: dict[str, Array], bin_sets: tuple[int, ...]) -> Array:

@@ -83,9 +83,11 @@ def affine_nearest_fixed(img: Array, fixed: Array) -> Array:
     xin = jnp.right_shift(f[2] + ys * f[1] + xs * f[0], 16)
     yin = jnp.right_shift(f[5] + ys * f[4] + xs * f[3], 16)
     valid = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    idx = jnp.clip(yin, 0, h - 1) * w + jnp.clip(xin, 0, w - 1)
-    out = img.reshape(h * w, c)[idx]
-    return jnp.where(valid[..., None], out, jnp.zeros_like(out))
+    # outside the input: index h * w, a zero pixel appended to the source, so the result is the gather itself
+    # (XLA stores it; a select after it is fused, with the coordinate arithmetic, into every consumer)
+    idx = jnp.where(valid, yin * w + xin, h * w)
+    src = jnp.concatenate([img.reshape(h * w, c), jnp.zeros((1, c), img.dtype)])
+    return src[idx]
 
 
 def affine_bilinear(img: Array, matrix: Array) -> Array:
@@ -322,38 +324,107 @@ def _autocontrast_low_table() -> tuple[np.ndarray, np.ndarray, int]:
     return starts, np.concatenate([vals, np.full(width, -1, np.int32)]), width
 
 
-def autocontrast(img: Array) -> Array:
-    """ImageOps.autocontrast (cutoff 0), per channel: map [lo, hi] linearly onto [0, 255] with Python's float64
-    truncation reproduced exactly; channels with hi <= lo unchanged."""
+# ----- per-channel lookup tables: every point op (a function of the pixel value and per-image statistics) is a
+# table int32 (C, 256) built from 256 levels and applied with ONE gather; cheaper than evaluating it per pixel.
+
+LEVELS = np.arange(256, dtype=np.int32)
+
+
+def _bcast(arg: Array, batched: bool, n: int) -> Array:
+    return arg if batched else jnp.broadcast_to(arg, (n,) + jnp.shape(arg))
+
+
+def stored(x: Array) -> Array:
+    """``x`` as float32 (exact for |x| < 2^24), divided by a traced 1.0 (x == x, not foldable). XLA does not
+    duplicate a float division into several consumers, nor fuse it into a gather that reads its elements many
+    times, so ``x`` is computed once and stored. Without it XLA:CPU fuses a LUT's construction (integer divisions
+    included) into the gather that applies it, rebuilding an entry for every pixel (3x slower), and an affine
+    warp's gather into each of its many consumers (gray, SMOOTH's nine taps, histogram, blend, ...)."""
+    lf = x.astype(_F32)
+    one = (lf[..., :1] == lf[..., :1]).astype(_F32)
+    return lf / one
+
+
+@jax.custom_batching.custom_vmap
+def apply_lut(img: Array, lut: Array) -> Array:
+    """Map every pixel through its channel's table: out[y, x, c] = lut[c, img[y, x, c]]. ``lut`` (C, 256) or (256,)
+    (all channels). (H, W, C) -> (H, W, C) float32. Under ``vmap`` it is one flat gather over the whole batch
+    (XLA:CPU runs a batched gather several times slower)."""
+    c = img.shape[-1]
+    flat = stored(jnp.broadcast_to(jnp.asarray(lut), (c, 256))).reshape(-1)
+    return flat[img.astype(jnp.int32) + 256 * jnp.arange(c, dtype=jnp.int32)]
+
+
+@apply_lut.def_vmap
+def _apply_lut_vmap(n, in_batched, img, lut):
+    img, lut = _bcast(img, in_batched[0], n), _bcast(lut, in_batched[1], n)
+    c = img.shape[-1]
+    flat = stored(jnp.broadcast_to(lut.reshape(n, -1, 256), (n, c, 256))).reshape(-1)
+    offset = (256 * c * jnp.arange(n, dtype=jnp.int32)).reshape((n,) + (1,) * (img.ndim - 1))
+    return flat[img.astype(jnp.int32) + 256 * jnp.arange(c, dtype=jnp.int32) + offset], True
+
+
+@jax.custom_batching.custom_vmap
+def channel_histogram(img: Array) -> Array:
+    """256-bin histogram per channel, int32 (C, 256), via one bincount of length 256 C (static shape); under
+    ``vmap`` one flat bincount over the whole batch (XLA:CPU's batched scatter is ~4x slower)."""
+    c = img.shape[-1]
+    x = img.astype(jnp.int32)
+    return jnp.bincount((x + 256 * jnp.arange(c, dtype=jnp.int32)).ravel(), length=256 * c).reshape(c, 256)
+
+
+@channel_histogram.def_vmap
+def _channel_histogram_vmap(n, in_batched, img):
+    img = _bcast(img, in_batched[0], n)
+    c = img.shape[-1]
+    offset = (256 * c * jnp.arange(n, dtype=jnp.int32)).reshape((n,) + (1,) * (img.ndim - 1))
+    idx = img.astype(jnp.int32) + 256 * jnp.arange(c, dtype=jnp.int32) + offset
+    return jnp.bincount(idx.ravel(), length=n * 256 * c).reshape(n, c, 256), True
+
+
+def autocontrast_lut(img: Array) -> Array:
+    """The table int32 (C, 256) of ImageOps.autocontrast (cutoff 0) for this image: per channel, [lo, hi] mapped
+    linearly onto [0, 255] with Python's float64 truncation reproduced exactly (the table of its off-by-one cases);
+    identity for channels with hi <= lo. Entries outside [lo, hi] are never read."""
     x = img.astype(jnp.int32)
     lo = jnp.min(x, axis=(0, 1))
     hi = jnp.max(x, axis=(0, 1))
-    exact = ((x - lo) * 255) // jnp.maximum(hi - lo, 1)
+    v = jnp.asarray(LEVELS)[None, :]
+    exact = ((v - lo[:, None]) * 255) // jnp.maximum(hi - lo, 1)[:, None]
     starts, vals, width = _autocontrast_low_table()
     pair = lo * 256 + hi
     start = jnp.asarray(starts)[pair]
     j = jnp.arange(width)
     low_vals = jnp.where(j < (jnp.asarray(starts)[pair + 1] - start)[:, None],
                          jnp.asarray(vals)[start[:, None] + j], -1)  # (C, width)
-    low = jnp.any(x[..., None] == low_vals, axis=-1)
+    low = jnp.any(v[..., None] == low_vals[:, None, :], axis=-1)  # (C, 256)
     out = jnp.clip(exact - low.astype(jnp.int32), 0, 255)
-    return jnp.where(hi > lo, out, x).astype(_F32)
+    return jnp.where((hi > lo)[:, None], out, v)
 
 
-def equalize(img: Array) -> Array:
-    """ImageOps.equalize, per channel, integer-exact: step = (N - h[last nonzero bin]) // 255;
-    lut[i] = (step // 2 + #pixels below i) // step clipped to 255; identity when step == 0. 256-bin histograms via
-    bincount(length=256 * C) (static shape)."""
-    h, w, c = img.shape
-    x = img.astype(jnp.int32)
-    hist = jnp.bincount((x + 256 * jnp.arange(c, dtype=jnp.int32)).ravel(), length=256 * c).reshape(c, 256)
+def autocontrast(img: Array) -> Array:
+    """ImageOps.autocontrast (cutoff 0), per channel: map [lo, hi] linearly onto [0, 255] with Python's float64
+    truncation reproduced exactly; channels with hi <= lo unchanged."""
+    return apply_lut(img, autocontrast_lut(img))
+
+
+def equalize_lut(img: Array, hist: Array | None = None) -> Array:
+    """The table int32 (C, 256) of ImageOps.equalize for this image (``hist``: its :func:`channel_histogram`),
+    integer-exact: step = (N - h[last nonzero bin]) // 255; lut[i] = (step // 2 + #pixels below i) // step clipped
+    to 255; identity when step == 0."""
+    h, w, _ = img.shape
+    hist = channel_histogram(img) if hist is None else hist
     last = 255 - jnp.argmax(hist[:, ::-1] > 0, axis=1)
     h_last = jnp.take_along_axis(hist, last[:, None], axis=1)[:, 0]
     step = (h * w - h_last) // 255
     below = jnp.cumsum(hist, axis=1) - hist
     lut = jnp.clip((step[:, None] // 2 + below) // jnp.maximum(step, 1)[:, None], 0, 255)
-    mapped = jnp.take_along_axis(lut.T, x.reshape(h * w, c), axis=0).reshape(h, w, c)
-    return jnp.where(step > 0, mapped, x).astype(_F32)
+    return jnp.where((step > 0)[:, None], lut, jnp.asarray(LEVELS)[None, :])
+
+
+def equalize(img: Array) -> Array:
+    """ImageOps.equalize, per channel, integer-exact (see :func:`equalize_lut`)."""
+    return apply_lut(img, equalize_lut(img))
 
 
 @functools.lru_cache(maxsize=None)
@@ -394,8 +465,8 @@ def adjust_hue(img: Array, hue_factor: Array) -> Array:
     cr = maxc - minc
     branch = jnp.where(r == maxc, 0, jnp.where(g == maxc, 1, 2))
     # hue = c0 + Pc - Qc with (P, Q) = (b, g), (r, b), (g, r) for branch 0, 1, 2
-    p = jnp.select([branch == 0, branch == 1], [b, r], g)
-    q = jnp.select([branch == 0, branch == 1], [g, b], r)
+    p = jnp.where(branch == 0, b, jnp.where(branch == 1, r, g))  # (jnp.select adds an argmax over conditions)
+    q = jnp.where(branch == 0, g, jnp.where(branch == 1, b, r))
     p_is_min = (p == minc).astype(jnp.int32)
     d = maxc - jnp.where(p_is_min == 1, q, p)
     hue = jnp.asarray(_hue_table()).reshape(-1)[((branch * 2 + p_is_min) * 256 + d) * 256 + cr].astype(jnp.int32)
