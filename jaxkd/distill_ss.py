@@ -89,7 +89,7 @@ def load_ss_teacher(cfg, data) -> Teacher:
             arch, source = ss.teacher_model_name, path
         net = teachers.load_dinov2(source, arch=arch, img_size=ss.teacher_img_size, dtype=dtype)
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if ss.teacher_normalization == "imagenet" else (data.mean, data.std)
-        size, depth, dim = ss.teacher_img_size, net.depth, net.embed_dim
+        size, depth, dim, channels = ss.teacher_img_size, net.depth, net.embed_dim, 3
         desc = f"DINOv2 {ss.teacher_model_name} from {path}"
     else:
         from jaxkd import checkpoint
@@ -99,10 +99,12 @@ def load_ss_teacher(cfg, data) -> Teacher:
             raise ConfigError(f"ss_distillation.teacher_checkpoint '{path}' holds a {tcfg.model.model_type} model, "
                               f"but a jaxkd token teacher must be a ViT (deit): give a ViT workdir, or set "
                               f"--config.ss_distillation.teacher_type=dinov2 with DINOv2 weights")
+        # A jaxkd teacher sees images normalised as it was trained (its data.json), whatever
+        # teacher_normalization says: ImageNet statistics would feed it off-distribution inputs.
         meta = json.loads((path / "data.json").read_text())
-        mean, std = (meta["mean"], meta["std"]) if ss.teacher_normalization == "dataset" else (
-            IMAGENET_MEAN, IMAGENET_STD)
+        mean, std = meta["mean"], meta["std"]
         size, depth, dim = tcfg.vit.img_size, tcfg.vit.depth, tcfg.vit.embed_dim
+        channels = int(tcfg.model.in_channels)
         desc = f"jaxkd ViT from {path}"
     bad = [i for i in ss.token_layers if i >= depth]
     if bad:
@@ -118,7 +120,8 @@ def load_ss_teacher(cfg, data) -> Teacher:
     frozen.eval()
     graphdef, state = nnx.split(frozen)
     return Teacher(graphdef, state, ss.teacher_type, desc,
-                   extra=dict(mean=tuple(mean), std=tuple(std), size=int(size), depth=int(depth), dim=int(dim)))
+                   extra=dict(mean=tuple(mean), std=tuple(std), size=int(size), depth=int(depth), dim=int(dim),
+                              channels=channels))
 
 
 class SelfSupervisedDistillation:
@@ -150,10 +153,11 @@ class SelfSupervisedDistillation:
         return SSStudent(model, s_proj, t_proj)
 
     def teacher_input(self, image):
-        """(B,H,W,C) normalised student view -> (B,S,S,3) the teacher's input."""
+        """(B,H,W,C) normalised student view -> (B,S,S,C_t) the teacher's input (grey repeated to RGB for a
+        3-channel teacher: DINOv2, or a jaxkd ViT trained on RGB)."""
         mean, std = self.data_stats
         raw = image.astype(jnp.float32) * std + mean
-        if raw.shape[-1] == 1:
+        if raw.shape[-1] == 1 and self.teacher.extra.get("channels", 3) == 3:
             raw = jnp.repeat(raw, 3, axis=-1)
         x = (raw - jnp.asarray(self.teacher.extra["mean"], jnp.float32)) / jnp.asarray(self.teacher.extra["std"],
                                                                                           jnp.float32)

@@ -136,7 +136,9 @@ def base_config() -> ConfigDict:
         teacher_checkpoint="",  # jaxkd: the official weight file (dinov2_vits14_pretrain.pth) or a jaxkd workdir
         teacher_num_heads=0,  # jaxkd: heads of a 'dinov2_custom' teacher (its other sizes are read from the file)
         teacher_img_size=224,  # jaxkd
-        teacher_normalization="imagenet",  # jaxkd: imagenet (DINOv2's own) | dataset (the original used CIFAR stats)
+        # jaxkd: imagenet (DINOv2's own) | dataset (the original used CIFAR stats). DINOv2 teachers only: a jaxkd
+        # ViT teacher always sees its own training statistics (its data.json).
+        teacher_normalization="imagenet",
         token_layers=[6, 11],
         projection_dim=256,
         projection_hidden_dim=512,  # jaxkd
