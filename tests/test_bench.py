@@ -1,7 +1,10 @@
-"""``python -m jaxkd.bench`` (models benchmark): a tiny run end to end, its JSON, and its bad-input errors.
+"""``python -m jaxkd.bench`` (models benchmark, GPU report): tiny runs end to end, their JSON / Markdown, and their
+bad-input errors.
 
 The run is the real benchmark in its smallest form (batch 4, one timed step, a 1-block DeiT), in a fresh process
 so that ``--host-devices 2`` can split the CPU before jax starts; it checks the figures' keys, not their values.
+``gpu-report --smoke`` runs every part of the GPU report on the CPU with tiny settings and checks the report's
+sections.
 """
 
 from __future__ import annotations
@@ -41,7 +44,15 @@ def test_models_quick_json(tmp_path):
             assert r[key] > 0 and math.isfinite(r[key]), (key, r[key])
         assert r["time_ratio"] == pytest.approx(r["torch_images_per_s"] / r["jaxkd_images_per_s"])
         assert r["flops_per_step"] > 0 and r["params"] > 0
+        # every torch variant is listed; the ratio is against the best of them
+        assert set(r["torch_variants"]) == {"eager", "channels_last"}
+        timed = {m: v["step_ms"] for m, v in r["torch_variants"].items() if "step_ms" in v}
+        assert r["torch_best"] == min(timed, key=timed.get)
+        assert r["torch_step_ms"] == pytest.approx(timed[r["torch_best"]])
+        assert r["jaxkd_compile_s"] > 0 and all(v["first_step_s"] > 0 for v in r["torch_variants"].values())
+    assert meta["torch_modes"] == ["eager", "channels_last"] and meta["torch_optim"] == "foreach"
     assert res["models"]["deit_kd"]["flops_per_step"] > res["models"]["mnist_cnn"]["flops_per_step"]
+    assert "channels_last ms" in proc.stdout and "best torch" in proc.stdout
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -49,6 +60,8 @@ def test_models_quick_json(tmp_path):
     (["--models", "resnet"], "unknown model"),
     (["--host-devices", "zero"], "--host-devices"),
     (["--before", "nope"], "--before"),
+    (["--torch-modes", "eager,jit"], "--torch-modes"),
+    (["--torch-optim", "fast"], "--torch-optim"),
 ])
 def test_models_bad_input(argv, message):
     env_has_gpu = False
@@ -103,3 +116,64 @@ def test_profile_bad_model():
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "unknown model" in lines[0], proc.stderr
+
+
+def test_torch_variant_unavailable_or_failing_is_reported_not_fatal():
+    import numpy as np
+
+    from jaxkd import config as config_lib
+    from jaxkd.bench._torch_side import TorchCase, VariantUnavailable, build_variants
+
+    cfg = config_lib.load("deit_cifar", ["--config.distillation.enabled=False", "--config.vit.depth=1"])
+    host = {"image": np.zeros((2, 32, 32, 3), np.float32), "label": np.zeros(2, np.int32)}
+    with pytest.raises(VariantUnavailable):  # no CNN: channels_last would be eager again
+        TorchCase(cfg, host["image"], host["label"], None, mode="channels_last")
+    out = build_variants("deit_tiny", cfg, None, host, device="cpu", bf16=False, modes=["channels_last", "compile"],
+                         compile_unavailable="no C++ compiler")
+    assert "skipped" in out["channels_last"] and "case" not in out["channels_last"]
+    assert out["compile"]["error"] == "torch.compile unavailable: no C++ compiler"
+
+
+def test_models_table_lists_every_variant_and_failures():
+    from jaxkd.bench.models import format_table
+
+    meta = {"torch_modes": ["eager", "compile"], "device": "gpu", "host_devices": 1, "precision": "bfloat16",
+            "torch_optim": "fused", "assumed_peak_flops": 990e12, "assumed_peak_source": "H200 datasheet"}
+    row = {"model": "CIFAR CNN", "batch": 2048, "jaxkd_step_ms": 20.0, "time_ratio": 0.5, "torch_best": "eager",
+           "jaxkd_tflops_per_s": 100.0, "mfu": 0.101,
+           "torch_variants": {"eager": {"step_ms": 40.0}, "compile": {"error": "BackendCompilerFailed: no cc"}}}
+    text = format_table({"cifar_cnn": row, "deit_kd": {"model": "DeiT KD", "skipped": "--max-total-s 10 reached"}},
+                        meta)
+    assert "40.0" in text and "failed" in text and "BackendCompilerFailed" in text and "10.1%" in text
+    assert "ASSUMED peak of 990 TFLOP/s" in text and "skipped: --max-total-s" in text
+
+
+def test_gpu_report_parses_pytest_output():
+    from jaxkd.bench.gpu_report import _parse_pytest
+
+    done = "..F.s\nFAILED parity_tests/test_a.py::test_x[1] - AssertionError: big\n1 failed, 3 passed, 1 skipped in 9.1s"
+    p = _parse_pytest(done)
+    assert (p["passed"], p["failed"], p["skipped"], p["complete"]) == (3, 1, 1, True)
+    assert p["failures"] == ["parity_tests/test_a.py::test_x[1]"]
+    killed = _parse_pytest("bringing up nodes...\n..Fs.s.F.FF..FF")  # stopped by its time limit
+    assert (killed["passed"], killed["failed"], killed["skipped"], killed["complete"]) == (7, 6, 2, False)
+
+
+def test_gpu_report_smoke(tmp_path):
+    out = tmp_path / "BENCH_GPU.md"
+    proc = _bench("gpu-report", "--smoke", "--out", str(out), "--json", str(tmp_path / "r.json"), timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    text = out.read_text()
+    for heading in ("# jaxkd GPU report", "## Device and versions", "## Summary", "## 1. Parity suite on the device",
+                    "## 2. Training step: jaxkd vs the best PyTorch setting", "## 3. Trainer vs its bare step",
+                    "## 4. A short real training run", "## Parts"):
+        assert heading in text, heading
+    assert "Smoke run" in text and "| jax |" in text and "| torch |" in text
+    for cmd in ("python -m pytest -q parity_tests/", "python -m jaxkd.bench models", "python -m jaxkd.train"):
+        assert cmd in text, cmd
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["figures"]["parity"]["passed"] > 0 and res["figures"]["parity"]["failed"] == 0
+    assert res["figures"]["models"]["models"]["mnist_cnn"]["time_ratio"] > 0
+    assert res["figures"]["train"]["test_accuracy"] is not None
+    for part in ("parity", "models", "train"):
+        assert res["parts"][part]["rc"] == 0, (part, res["parts"][part])

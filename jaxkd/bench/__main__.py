@@ -38,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxkd.bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="name", required=True)
     for name, module in sorted(mods.items()):
-        p = sub.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
+        cli = name.replace("_", "-")  # gpu_report.py -> `gpu-report` (the module name also works)
+        p = sub.add_parser(cli, aliases=[name] if cli != name else [], help=module.DESCRIPTION,
+                           description=module.DESCRIPTION)
+        p.set_defaults(bench_module=module)
         p.add_argument("--json", metavar="FILE", default="", help="also write the figures as JSON to FILE")
         module.add_arguments(p)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -50,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.overrides = overrides
     args.argv = argv  # the full command line after the program name (benchmarks that re-run themselves)
     try:
-        result = mods[args.name].run(args)
+        result = args.bench_module.run(args)
     except ValueError as e:  # ConfigError, DataError and other bad input: one line
         print(f"error: {e}", file=sys.stderr)
         return 2

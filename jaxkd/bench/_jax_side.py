@@ -134,6 +134,11 @@ class JaxCase:
         return max(1, -(-k // self.scan)) * self.scan
 
 
+def make_case(prep: dict, **kw) -> "JaxCase":
+    """:class:`JaxCase` of a prepared model (``{"cfg", "teacher_cfg", "host", ...}``); safe in a background thread."""
+    return JaxCase(prep["cfg"], prep["teacher_cfg"], prep["host"], **kw)
+
+
 def _before_maxpool() -> None:
     """MaxPool2d as it was before 91fd3b7: flax's reduce-window max, whose gradient XLA:CPU runs as a variadic
     reduce-window over index arrays plus a scatter."""
@@ -199,13 +204,23 @@ def device_info() -> dict[str, Any]:
             "jax": jax.__version__, "jaxlib": jaxlib.__version__}
 
 
-# Dense peak FLOP/s per device (NVIDIA datasheets, SXM parts, without sparsity): bf16 tensor cores and fp32.
+# Dense peak FLOP/s per device (NVIDIA datasheets, SXM parts, without sparsity): bf16 tensor cores and fp32. MFU is
+# stated against these assumed peaks (H100/H200 SXM: 990 TFLOP/s dense bf16); ../shared/GPU.md measured about
+# 790 TFLOP/s for a large bf16 matmul on the H200, so 100 % MFU is not reachable.
 PEAK_FLOPS = {
-    "H200": {"bfloat16": 989e12, "float32": 67e12},
+    "H200": {"bfloat16": 990e12, "float32": 67e12},
     "H100 PCIe": {"bfloat16": 756e12, "float32": 51e12},
-    "H100": {"bfloat16": 989e12, "float32": 67e12},
+    "H100": {"bfloat16": 990e12, "float32": 67e12},
     "A100": {"bfloat16": 312e12, "float32": 19.5e12},
 }
+
+
+def peak_source(device_kind: str) -> str:
+    """Which :data:`PEAK_FLOPS` row a device's MFU is against ('' for an unknown device)."""
+    for name in PEAK_FLOPS:
+        if name.lower() in device_kind.lower():
+            return f"{name} datasheet, dense (no sparsity)"
+    return ""
 
 
 def peak_flops(device_kind: str, precision: str) -> float | None:
