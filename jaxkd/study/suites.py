@@ -135,6 +135,7 @@ MNIST = Suite(
         Run("deit_soft", "configs/deit_mnist_fast.py:soft", "distilled", twin="vit", teacher="cnn"),
     ),
     seeds=3,
+    teacher_seeds=1,  # one teacher (seed 0) for every student: the students' seeds are what the comparison pairs
 )
 
 # Token distillation from a jaxkd ViT (the suite's ViT baseline): DINOv2 weights cannot be downloaded here. The
