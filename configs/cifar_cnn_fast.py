@@ -8,7 +8,8 @@ the step's speed (random crop with 4 px padding, horizontal flip, Cutout 16); no
     python -m jaxkd.train --config configs/cifar_cnn_fast.py --workdir workdirs/cifar_cnn_fast
     python -m jaxkd.train --config configs/cifar_cnn_fast.py:smoke --workdir /tmp/smoke   # seconds, CI
 
-Expected: see the `cifar` study (python -m jaxkd.study cifar) and README "Results"; measured figures below.
+Expected: not measured yet -- a GPU job (python -m jaxkd.study cifar --only cnn_best), written for one H100/H200
+in bf16; it has not run on a GPU, and its CPU smoke variant only checks that it runs.
 """
 
 from jaxkd.config import base_config, shared_data

@@ -12,7 +12,8 @@ augmented view; inference averages the two heads.
     python -m jaxkd.train --config configs/deit_cifar_fast.py:smoke --workdir /tmp/smoke \\
         --config.distillation.teacher_checkpoint=DIR   # seconds, CI
 
-Expected: see the `cifar` study (python -m jaxkd.study cifar) and README "Results"; measured figures below.
+Expected: not measured yet -- a GPU job (python -m jaxkd.study cifar --only deit_best), written for one H100/H200
+in bf16; it has not run on a GPU, and its CPU smoke variant only checks that it runs.
 """
 
 from vit_cifar_fast import vit_cifar_fast_base, vit_smoke

@@ -13,7 +13,8 @@ sees the student's augmented view with its own normalisation; inference uses the
     python -m jaxkd.train --config configs/deit_ss_cifar_fast.py:dinov2 --workdir workdirs/deit_ss_cifar_dinov2 \\
         --config.ss_distillation.teacher_checkpoint=/path/to/dinov2_vits14_pretrain.pth
 
-Expected: see the `cifar` study (python -m jaxkd.study cifar) and README "Results"; measured figures below.
+Expected: not measured yet -- a GPU job (python -m jaxkd.study cifar --only deit_ss_best), written for one H100/H200
+in bf16; it has not run on a GPU, and its CPU smoke variant only checks that it runs.
 """
 
 from vit_cifar_fast import vit_cifar_fast_base, vit_smoke

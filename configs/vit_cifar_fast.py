@@ -8,7 +8,8 @@ epochs then cosine per step; label smoothing 0.1; drop-path 0.1; random crop, fl
     python -m jaxkd.train --config configs/vit_cifar_fast.py --workdir workdirs/vit_cifar_fast
     python -m jaxkd.train --config configs/vit_cifar_fast.py:smoke --workdir /tmp/smoke   # seconds, CI
 
-Expected: see the `cifar` study (python -m jaxkd.study cifar) and README "Results"; measured figures below.
+Expected: not measured yet -- a GPU job (python -m jaxkd.study cifar --only vit_best), written for one H100/H200
+in bf16; it has not run on a GPU, and its CPU smoke variant only checks that it runs.
 """
 
 from cifar_cnn_fast import cifar_fast_base, cifar_smoke

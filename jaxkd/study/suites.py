@@ -124,6 +124,31 @@ QUICKSTART = Suite(
     seeds=5,
 )
 
+_QS_CONSTANT = {"distillation.alpha_schedule": "constant", "distillation.distillation_warmup_epochs": 0}
+
+
+def _qs_soft(alpha: float) -> dict:
+    return {**_QS_CONSTANT, "distillation.distillation_type": "soft", "distillation.alpha": alpha,
+            "distillation.tau": 4.0}
+
+
+QUICKSTART_VARIANTS = Suite(
+    "quickstart_variants",
+    "The quickstart suite plus the distillation settings tried on the embedded digits: hard KD with alpha 0.5 from "
+    "the first step, soft KD (tau 4) with alpha 0.5, 0.7 and 0.9.",
+    QUICKSTART.runs + (
+        Run("deit_hard05", "configs/quickstart_kd.py", "distilled", twin="vit", teacher="teacher",
+            overrides={**_QS_CONSTANT, "distillation.alpha": 0.5}),
+        Run("deit_soft05", "configs/quickstart_kd.py", "distilled", twin="vit", teacher="teacher",
+            overrides=_qs_soft(0.5)),
+        Run("deit_soft07", "configs/quickstart_kd.py", "distilled", twin="vit", teacher="teacher",
+            overrides=_qs_soft(0.7)),
+        Run("deit_soft09", "configs/quickstart_kd.py", "distilled", twin="vit", teacher="teacher",
+            overrides=_qs_soft(0.9)),
+    ),
+    seeds=5,
+)
+
 MNIST = Suite(
     "mnist",
     "MNIST on a laptop (2 CPU cores, 3 seeds): AdaptiveCNN teacher, ViT alone, the same DeiT with hard and with soft "
@@ -194,7 +219,7 @@ MNIST_RECIPE = Suite(
     seeds=1,
 )
 
-SUITES: dict[str, Suite] = {s.name: s for s in (QUICKSTART, MNIST, CIFAR, MNIST_RECIPE)}
+SUITES: dict[str, Suite] = {s.name: s for s in (QUICKSTART, QUICKSTART_VARIANTS, MNIST, CIFAR, MNIST_RECIPE)}
 
 
 def get_suite(name: str) -> Suite:
