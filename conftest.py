@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent
+
+# One persistent XLA compilation cache for the whole test run (jaxkd.cache): every xdist worker and every CLI
+# subprocess a test starts inherits it, so the small presets that many tests run compile once. A user's own
+# JAXKD_COMPILATION_CACHE (a folder, or 0 for none) is kept.
+os.environ.setdefault("JAXKD_COMPILATION_CACHE", str(Path(tempfile.gettempdir()) / f"jaxkd-tests-xla-{os.getuid()}"))
+
+
+def pytest_configure(config):
+    from jaxkd.cache import enable_compilation_cache
+
+    enable_compilation_cache()
 
 
 def _shared_data_dir() -> Path:

@@ -194,6 +194,9 @@ CIFAR = Suite(
 _MNIST_NO_AUG = {f"data.augmentation.{op}.enabled": False
                  for op in ("randaugment", "cutout", "random_rotation", "random_affine")}
 
+# The preset's 20 epochs stated with the 2-epoch warm-up, so that --smoke (1 epoch) keeps a valid warm-up.
+_W2 = {"training.num_epochs": 20, "training.warmup_epochs": 2}
+
 MNIST_RECIPE = Suite(
     "mnist_recipe",
     "Why the original's MNIST recipe (configs/mnist_cnn.py: AdamW lr 0.08 at batch 8192, 20 epochs) failed in jaxkd "
@@ -201,20 +204,20 @@ MNIST_RECIPE = Suite(
     "factor changed at a time (a GPU job: about 45 s a run on one H200).",
     (
         Run("warmup5", "configs/mnist_cnn.py", "baseline", original=99.08),
-        Run("warmup2", "configs/mnist_cnn.py", "baseline", overrides={"training.warmup_epochs": 2}),
+        Run("warmup2", "configs/mnist_cnn.py", "baseline", overrides=_W2),
         Run("warmup0", "configs/mnist_cnn.py", "baseline", overrides={"training.warmup_epochs": 0}),
         Run("warmup2_lr0.008", "configs/mnist_cnn.py", "baseline",
-            overrides={"training.warmup_epochs": 2, "training.learning_rate": 0.008}),
+            overrides={**_W2, "training.learning_rate": 0.008}),
         Run("warmup2_lr0.002", "configs/mnist_cnn.py", "baseline",
-            overrides={"training.warmup_epochs": 2, "training.learning_rate": 0.002}),
+            overrides={**_W2, "training.learning_rate": 0.002}),
         Run("warmup2_no_randaugment", "configs/mnist_cnn.py", "baseline",
-            overrides={"training.warmup_epochs": 2, "data.augmentation.randaugment.enabled": False}),
+            overrides={**_W2, "data.augmentation.randaugment.enabled": False}),
         Run("warmup2_no_augmentation", "configs/mnist_cnn.py", "baseline",
-            overrides={"training.warmup_epochs": 2, **_MNIST_NO_AUG}),
+            overrides={**_W2, **_MNIST_NO_AUG}),
         Run("warmup2_no_clipping", "configs/mnist_cnn.py", "baseline",
-            overrides={"training.warmup_epochs": 2, "training.gradient_clip_val": 0.0}),
+            overrides={**_W2, "training.gradient_clip_val": 0.0}),
         Run("warmup2_no_swa", "configs/mnist_cnn.py", "baseline",
-            overrides={"training.warmup_epochs": 2, "training.use_swa": False}),
+            overrides={**_W2, "training.use_swa": False}),
     ),
     seeds=1,
 )
