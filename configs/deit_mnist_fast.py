@@ -14,7 +14,9 @@ the two heads (DeiT's rule).
     python -m jaxkd.train --config configs/deit_mnist_fast.py:smoke --workdir /tmp/smoke \\
         --config.distillation.teacher_checkpoint=DIR   # seconds, CI
 
-Expected: see the `mnist` study (python -m jaxkd.study mnist) and README "Results"; measured figures below.
+Expected: hard 96.43 % +- 0.13, soft 96.62 % +- 0.08 over seeds 0-1 (9-13 min a run on 2 CPU cores shared with
+other jobs, jax 0.10.2, `python -m jaxkd.study mnist`), teacher 99.54 %: paired with the ViT twin -0.31 and -0.12
+points -- no gain from distillation at this budget (see README "Results").
 """
 
 from mnist_cnn_fast import mnist_smoke

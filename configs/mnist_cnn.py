@@ -10,8 +10,8 @@ configs/mnist_cnn_fast.py.
         --config.data.source=npz:../shared/data/mnist.npz
     python -m jaxkd.train --config configs/mnist_cnn.py:smoke --workdir /tmp/smoke   # seconds, CI
 
-Expected: 99.00 % test (original: 99.08 %). Measured on one NVIDIA H200 (jax 0.11.2, 2026-12-04, seed 42, about 40-46 s per run, test accuracy of the final /
-SWA weights on the 10,000 test images):
+Expected: 99.00 % test (original: 99.08 %). Measured on one NVIDIA H200 (jax 0.11.2, 2026-12-04, seed 42, about
+40-46 s per run, test accuracy of the final / SWA weights on the 10,000 test images):
 - this recipe (warm-up 5): 99.00 / 98.99 %;
 - with the 2-epoch warm-up jaxkd's preset had until then: 87.09 / 86.54 % (validation 9-49 % for 8 epochs).
   lr 0.08 is what breaks it: lr 0.008 99.35 / 99.41, lr 0.002 99.32 / 99.48 %. Without RandAugment 98.27 %, without

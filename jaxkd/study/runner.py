@@ -5,7 +5,8 @@ does not end the study; its dependants are skipped, the rest go on), then writes
 and DIR/results.png from what is on disk. Interrupted (Ctrl-C, SIGTERM: passed on to the run, which saves a
 checkpoint) and started again with the same command, it skips finished runs and the trainer resumes the unfinished
 one. DIR/study.json is the study's ledger (each job's attempts, wall time, exit code, device); DIR/logs/ holds each
-run's output. The runs share jaxkd's persistent compilation cache (jaxkd.cache): later seeds compile little.
+run's output. The runs share jaxkd's persistent compilation cache (jaxkd.cache): a rerun or a resume compiles
+little (the seed is a constant of the compiled programs, so a new seed compiles anew).
 """
 
 from __future__ import annotations
