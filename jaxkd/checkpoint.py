@@ -9,6 +9,7 @@ re-raises its error.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 from pathlib import Path
@@ -19,11 +20,49 @@ import orbax.checkpoint as ocp
 
 from jaxkd.errors import describe
 
-__all__ = ["Checkpoints", "CheckpointError", "export_model", "load", "params_sha256", "check_workdir"]
+__all__ = ["Checkpoints", "CheckpointError", "CheckpointWriteError", "export_model", "load", "params_sha256",
+           "check_workdir"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint or workdir that cannot be used: the message names the path and what to do."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint that could not be written (disk full, no permission, a failed cross-process barrier): the
+    message names the directory, the step, the space it needs and what to do. Checkpoints already on disk are
+    untouched (Orbax writes a step into a temporary folder and renames it only when complete)."""
+
+
+def _nbytes(tree: Any) -> int:
+    return sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(tree))
+
+
+def write_error(directory: Path, step: int | None, nbytes: int, e: BaseException) -> CheckpointWriteError:
+    """The one-line CheckpointWriteError for a failed save of `step` (about `nbytes`) into `directory`."""
+    import shutil
+
+    what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+    chain = [e]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 8:
+        chain.append(nxt)
+    cause = f"; cause: {describe(chain[-1], 200)}" if len(chain) > 1 else ""
+    msg = f"could not write {what} to {directory} ({describe(e, 200)}{cause})"
+    err = next((c for c in chain if isinstance(c, OSError)), None)
+    probe = directory if directory.exists() else directory.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        free = None
+    need = f"it needs about {nbytes / 2**20:.1f} MiB" + (f", {free / 2**20:.1f} MiB are free" if free is not None
+                                                         else "")
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        fix = f"the disk is full: {need}; free space there and run the same command again to resume"
+    elif isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "the directory is not writable: make it writable (or use another --workdir) and run the same command again"
+    else:
+        fix = f"{need}; the checkpoints already there are intact: fix the cause and run the same command again to resume"
+    return CheckpointWriteError(f"{msg}; {fix}")
 
 
 class Checkpoints:
@@ -39,11 +78,16 @@ class Checkpoints:
         self.workdir = Path(workdir).resolve()
 
         def manager(sub: str, max_to_keep: int):
+            # Orbax names its cross-process barriers after the step ("async_write_complete.95"): without a prefix
+            # of their own, a periodic and a best save of the same step in a multi-process run collide.
             options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                                    read_only=read_only, enable_async_checkpointing=not read_only,
-                                                   cleanup_tmp_directories=not read_only)
+                                                   cleanup_tmp_directories=not read_only,
+                                                   multiprocessing_options=ocp.options.MultiprocessingOptions(
+                                                       barrier_sync_key_prefix=sub))
             return ocp.CheckpointManager(self.workdir / sub, options=options, item_names=("state", "meta"))
 
+        self._pending: dict[int, tuple] = {}  # per manager: (directory, step, bytes) of its newest save
         with _absl_quiet():  # a damaged step's metadata is logged by Orbax here; restore_newest_good reports it
             self.manager = manager("checkpoints", keep)
             self.best = manager("checkpoints_best", 1)
@@ -55,8 +99,15 @@ class Checkpoints:
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
+        """Starts an asynchronous save of `step`; an earlier save's failure is raised here (or by `wait`) as a
+        CheckpointWriteError."""
+        manager = self.best if best else self.manager
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        (self.best if best else self.manager).save(step, args=args, force=True)
+        self._pending[id(manager)] = (manager.directory, step, _nbytes(state))
+        try:
+            manager.save(step, args=args, force=True)
+        except Exception as e:  # noqa: BLE001  (Orbax / TensorStore / the OS raise many types)
+            raise write_error(Path(manager.directory), step, _nbytes(state), e) from e
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict]:
         """Restores step `step` onto `target` (arrays or jax.ShapeDtypeStruct with shardings: a different device
@@ -99,9 +150,14 @@ class Checkpoints:
         return found if found is not None else (None, None, None)
 
     def wait(self) -> None:
+        """Blocks until every save is on disk; a failed one is raised as a CheckpointWriteError."""
         for m in (self.manager, self.best):
-            m.wait_until_finished()
-            m.check_for_errors()
+            try:
+                m.wait_until_finished()
+                m.check_for_errors()
+            except Exception as e:  # noqa: BLE001
+                directory, step, nbytes = self._pending.get(id(m), (m.directory, None, 0))
+                raise write_error(Path(directory), step, nbytes, e) from e
 
     def close(self) -> None:
         self.manager.close()
@@ -181,8 +237,13 @@ def check_workdir(workdir: Path, config_json: str, force: bool) -> None:
 def export_model(directory: str | Path, params: Any, rest: Any) -> None:
     """Writes the inference weights (parameters and BatchNorm statistics, no optimiser state) to `directory`."""
     directory = Path(directory).resolve()
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory, {"params": params, "rest": rest}, force=True)
+    tree = {"params": params, "rest": rest}
+    try:
+        with ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="export")) as ckptr:
+            ckptr.save(directory, tree, force=True)
+    except Exception as e:  # noqa: BLE001  (Orbax / TensorStore / the OS raise many types)
+        raise write_error(directory, None, _nbytes(tree), e) from e
 
 
 def load(path: str | Path):

@@ -1,11 +1,10 @@
 """The trainer end to end: every preset's smoke variant, the files a run writes, evaluate / predict, data
-parallelism on 8 simulated devices, and two real processes through jax.distributed."""
+parallelism on 8 simulated devices (several processes: tests/test_multiprocess.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -130,36 +129,3 @@ def test_batch_not_divisible_by_devices_is_a_config_error(tmp_path):
     assert r.returncode == 2
     assert "'data.batch_size' = 12 is not divisible by the 8 devices" in r.stderr
     assert not (tmp_path / "w").exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_match_one(tmp_path):
-    """Two real processes (jax.distributed on localhost, one CPU device each) against one process on one device
-    (the same global batch; only the order of the cross-device reductions differs)."""
-    ref, multi = tmp_path / "ref", tmp_path / "multi"
-    r = _run(["--config", "configs/quickstart.py", "--workdir", str(ref), *TINY_VIT])
-    assert r.returncode == 0, r.stderr[-2000:]
-    port = _free_port()
-    procs = []
-    for pid in range(2):
-        env = dict(os.environ, JAXKD_COORDINATOR=f"127.0.0.1:{port}", JAXKD_NUM_PROCESSES="2",
-                   JAXKD_PROCESS_ID=str(pid))
-        env.pop("XLA_FLAGS", None)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "jaxkd.train", "--config", "configs/quickstart.py", "--workdir", str(multi),
-             *TINY_VIT], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    s_ref = json.loads((ref / "summary.json").read_text())
-    s_multi = json.loads((multi / "summary.json").read_text())
-    assert s_multi["processes"] == 2 and s_multi["devices"] == 2
-    diff = _max_diff(_params(ref), _params(multi))
-    print(f"2 processes vs 1 process: max param diff {diff:.2e}")
-    assert diff < 1e-5
-    assert abs(s_ref["test_loss"] - s_multi["test_loss"]) < 1e-5

@@ -262,19 +262,59 @@ def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 def main_guard(fn: Callable[[], int | None]) -> None:
     """Runs a CLI main. Bad input — a ConfigError, or any of jaxkd's own ValueError subclasses (DataError,
     CheckpointError, StateDictMismatch, ...) — becomes one line on stderr and exit code 2; a run stopped by a
-    non-finite loss exits with 1 after its one-line message. The persistent compilation cache (jaxkd.cache) is
-    turned on first."""
+    non-finite loss, or by a failure of its own (jaxkd's RuntimeError subclasses: a checkpoint that cannot be
+    written), exits with 1 after its one-line message. The persistent compilation cache (jaxkd.cache) is turned on
+    first.
+
+    In a multi-process run a process that fails leaves at once (``os._exit``): the orderly exit would wait up to
+    five minutes in jax.distributed's shutdown barrier for peers that are blocked in a collective with it. The
+    peers then fail within seconds (their collective loses its partner) or, at worst, when the coordination
+    service misses the dead process's heartbeat."""
     from jaxkd.cache import enable_compilation_cache
 
     enable_compilation_cache()
+    code, message = 0, None
     try:
-        code = fn()
+        code = fn() or 0
     except ValueError as e:
         if not (isinstance(e, ConfigError) or type(e).__module__.startswith("jaxkd")):
+            _leave_if_distributed(1, None, e)
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(code or 0)
+        code, message = 2, str(e)
+    except (FloatingPointError, RuntimeError) as e:
+        if not (isinstance(e, FloatingPointError) or type(e).__module__.startswith("jaxkd")):
+            _leave_if_distributed(1, None, e)
+            raise
+        code, message = 1, str(e)
+    except BaseException as e:
+        if not isinstance(e, SystemExit):
+            _leave_if_distributed(1, None, e)
+        raise
+    if message is not None:
+        _leave_if_distributed(code, message, None)
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _leave_if_distributed(code: int, message: str | None, exc: BaseException | None) -> None:
+    """In a multi-process run: the message (or the traceback) on stderr, then ``os._exit(code)``."""
+    import os
+
+    if "jax" not in sys.modules:
+        return
+    import jax
+
+    initialized = getattr(jax.distributed, "is_initialized", lambda: False)
+    if not initialized() or jax.process_count() < 2:
+        return
+    where = f"process {jax.process_index()} of {jax.process_count()}"
+    if message is not None:
+        print(f"error: {where}: {message}", file=sys.stderr)
+    else:
+        import traceback
+
+        traceback.print_exception(exc)
+        print(f"error: {where} failed ({type(exc).__name__}); the other processes stop too", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

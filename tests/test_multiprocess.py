@@ -1,0 +1,134 @@
+"""Several real processes through jax.distributed (localhost, one CPU device each): a run whose periodic save, best
+save and final export fall on the same steps finishes with the same parameters, bit for bit, as one process over the
+same two-device mesh; a checkpoint write that fails on one process stops every process at once with one `error:`
+line each (no five-minute shutdown hang), and the same command then resumes and finishes with those parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_train import ROOT, TINY_VIT
+
+# save_frequency 1: epoch 1 writes a periodic and a best checkpoint of step 3 (the first validation is always a
+# new best), epoch 2 a periodic one of step 6 followed at once by the final export.
+COINCIDING = [*TINY_VIT, "--config.logging.save_frequency=1"]
+
+# jaxkd.train with two faults of a real cluster, set by environment variables (the test's own harness, not
+# jaxkd's): FAULT_SLOW_BEST=P makes process P's writes of checkpoints_best/ 2 s slower (a slow disk: the other
+# process's periodic save of that step then overlaps its best save); FAULT_ENOSPC=STEP:P makes Orbax's save of STEP
+# on process P (-1: all) fail with ENOSPC.
+_HARNESS = '''
+import errno, os, sys, time
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint._src.checkpointers import async_checkpointer as ac
+slow = int(os.environ.get("FAULT_SLOW_BEST", "-2"))
+bad_step, bad_process = map(int, os.environ.get("FAULT_ENOSPC", "-1:-2").split(":"))
+commit = ac._background_wait_for_commit_futures
+def slow_commit(directory, *args, **kwargs):
+    if slow == jax.process_index() and "checkpoints_best" in str(directory):
+        time.sleep(2.0)
+    return commit(directory, *args, **kwargs)
+ac._background_wait_for_commit_futures = slow_commit
+save = ocp.CheckpointManager.save
+def failing_save(self, step, *args, **kwargs):
+    if step == bad_step and bad_process in (-1, jax.process_index()):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return save(self, step, *args, **kwargs)
+ocp.CheckpointManager.save = failing_save
+from jaxkd import config, train
+config.main_guard(lambda: train.main(sys.argv[1:]))
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("harness") / "faulty_train.py"
+    path.write_text(_HARNESS)
+    return path
+
+
+def _launch(n: int, workdir: Path, args: list[str], harness: Path, faults: dict | None = None,
+            timeout: float = 300):
+    """Starts `n` processes of one run (through the fault harness); returns [(returncode, stdout, stderr)] and the
+    wall time until all had exited."""
+    port, procs, t0 = _free_port(), [], time.time()
+    cmd = [str(harness)]
+    for pid in range(n):
+        env = dict(os.environ, JAXKD_COORDINATOR=f"127.0.0.1:{port}", JAXKD_NUM_PROCESSES=str(n),
+                   JAXKD_PROCESS_ID=str(pid), **(faults or {}))
+        env.pop("XLA_FLAGS", None)
+        procs.append(subprocess.Popen([sys.executable, *cmd, "--config", "configs/quickstart.py", "--workdir",
+                                       str(workdir), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)], time.time() - t0
+
+
+def _summary(workdir: Path) -> dict:
+    return json.loads((workdir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def one_process_two_devices(tmp_path_factory):
+    """The reference: one process over a mesh of two (simulated) CPU devices, the same global batch."""
+    workdir = tmp_path_factory.mktemp("mp") / "ref"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    r = subprocess.run([sys.executable, "-m", "jaxkd.train", "--config", "configs/quickstart.py", "--workdir",
+                        str(workdir), *COINCIDING], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return _summary(workdir)
+
+
+def test_two_processes_with_coinciding_saves_match_one_process(one_process_two_devices, harness, tmp_path):
+    """Process 1 writes its best checkpoints slowly, so that process 0's periodic save of step 3 overlaps the best
+    save of step 3 (without their own barrier names: 'Barrier _async_write_complete.3 is already ongoing')."""
+    workdir = tmp_path / "multi"
+    results, _ = _launch(2, workdir, COINCIDING, harness, {"FAULT_SLOW_BEST": "1"})
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+    # the collision this guards against: a periodic and a best save of the same step, then the export
+    assert (workdir / "checkpoints" / "3").is_dir() and (workdir / "checkpoints_best" / "3").is_dir()
+    assert (workdir / "checkpoints" / "6").is_dir() and (workdir / "model").is_dir()
+    s = _summary(workdir)
+    assert s["processes"] == 2 and s["devices"] == 2 and one_process_two_devices["devices"] == 2
+    assert s["params_sha256"] == one_process_two_devices["params_sha256"]
+    assert s["test_loss"] == one_process_two_devices["test_loss"]
+
+
+def test_failed_save_on_one_process_stops_all_then_resumes(one_process_two_devices, harness, tmp_path):
+    workdir = tmp_path / "multi"
+    # process 1 cannot write the step-6 checkpoint: the run must stop at once, on both processes
+    results, wall = _launch(2, workdir, COINCIDING, harness, {"FAULT_ENOSPC": "6:1"})
+    (rc0, _, err0), (rc1, _, err1) = results
+    assert (rc0, rc1) == (1, 1), (err0[-2000:], err1[-2000:])
+    line = [ln for ln in err1.splitlines() if ln.startswith("error:")]
+    assert len(line) == 1 and "process 1 of 2: could not write checkpoint step 6" in line[0], err1[-2000:]
+    assert "disk is full" in line[0] and str(workdir / "checkpoints") in line[0]
+    assert any(ln.startswith("error: process 0 of 2:") for ln in err0.splitlines()), err0[-2000:]
+    assert wall < 120, f"the processes took {wall:.0f} s to stop"
+    assert not (workdir / "summary.json").exists()
+    assert (workdir / "checkpoints" / "3").is_dir()  # the earlier checkpoint is intact ...
+    results, _ = _launch(2, workdir, COINCIDING, harness)  # ... and the same command resumes from it
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+    assert "resuming from step 3" in results[0][1]
+    assert _summary(workdir)["params_sha256"] == one_process_two_devices["params_sha256"]
