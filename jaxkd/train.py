@@ -12,7 +12,6 @@ report.json, training_curves.png, confusion_matrix.png and summary.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import signal
@@ -25,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxkd import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
@@ -128,7 +126,13 @@ _FAULT_SLEEP_S = float(os.environ.get("JAXKD_FAULT_SLEEP_S", "0") or 0)
 
 
 class _StopOnSignal:
-    """Records SIGTERM / SIGINT instead of dying, so the loop can save a checkpoint and exit (main thread only)."""
+    """Records SIGTERM / SIGINT instead of dying, so the loop can save a checkpoint and exit (main thread only).
+
+    Several processes: a signal reaches one process, but all must leave the loop at the same step (a process that
+    left alone would wait in the checkpoint's barrier while the others wait for it in the next step's all-reduce).
+    `agreed()` is called by every process at the same steps (the log and epoch boundaries, where the loop syncs
+    anyway) and all-gathers the flags: every process sees the same answer.
+    """
 
     def __init__(self):
         self.signum = 0
@@ -140,10 +144,31 @@ class _StopOnSignal:
     def _handle(self, signum, frame):
         self.signum = signum
 
+    def agreed(self) -> int:
+        """The signal any process has received (0: none); a collective when there are several processes."""
+        if jax.process_count() == 1:
+            return self.signum
+        from jax.experimental import multihost_utils
+
+        return int(np.max(multihost_utils.process_allgather(np.int32(self.signum))))
+
     def restore(self):
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
         self._old = {}
+
+
+def _exit_stopped(ckpts, step, state, host, signum, stop, progress, workdir) -> None:
+    """Saves `step`, waits for every save, says so and exits 0 (a stop by signal is a success: resume with the
+    same command)."""
+    progress.close()
+    ckpts.save(step, state, host)
+    ckpts.wait()
+    ckpts.close()
+    who = "" if stop.signum else " (received by another process)"
+    print(f"stopped by signal {signum}{who} at step {step}: checkpoint saved in {workdir / 'checkpoints'}; run the "
+          "same command to resume", file=sys.stderr, flush=True)
+    raise SystemExit(0)
 
 
 def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
@@ -152,6 +177,15 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     # --- distributed -------------------------------------------------------------------------------------------
     maybe_initialize_distributed()
     is_main = jax.process_index() == 0
+    multi = jax.process_count() > 1
+    stop = _StopOnSignal()  # from here on a SIGTERM / SIGINT is answered by a checkpoint at the next sync point
+    try:
+        return _train(cfg, workdir, force, t_start, is_main, multi, stop)
+    finally:
+        stop.restore()
+
+
+def _train(cfg, workdir, force, t_start, is_main, multi, stop) -> dict:
     workdir = Path(workdir)
     # fp32 matmuls and convolutions in full fp32 unless TF32 is asked for (XLA:GPU's default on Ampere+ is TF32).
     jax.config.update("jax_default_matmul_precision", "tensorfloat32" if cfg.training.use_tf32 else "float32")
@@ -244,7 +278,7 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
         if is_main:
             print(f"resuming from step {start_step} (epoch {start_step / steps_per_epoch:.2f})", flush=True)
     start_step = start_step or 0
-    stop = _StopOnSignal()
+    stopping = 0  # the signal every process has agreed to stop on (see _StopOnSignal)
     swa_from = optim.swa_start(cfg)
     es = cfg.training.early_stopping
     progress = reporting.Progress(is_main and cfg.logging.progress_bar, epochs * steps_per_epoch, start_step)
@@ -270,7 +304,9 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
             step += 1
             since += 1
             last_of_epoch = step % steps_per_epoch == 0
-            if since == cfg.training.log_every_steps or last_of_epoch or stop.signum:
+            # one process alone checks its flag every step; several agree on it at the log and epoch boundaries
+            if since == cfg.training.log_every_steps or last_of_epoch or (stop.signum and not multi):
+                stopping = stop.agreed()
                 fetched = jax.device_get(pending)
                 mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                 if not math.isfinite(mean["loss"]):
@@ -285,18 +321,13 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
                 progress.update(since, loss=mean["loss"], acc=mean.get("accuracy", float("nan")), lr=mean["lr"],
                                 img_s=f"{mean['images_per_s']:.0f}")
                 pending, since = [], 0
-            if stop.signum:
+            if stopping:
                 break
-        if stop.signum:  # SIGTERM / SIGINT: save where we are, then exit; the same command resumes here
-            progress.close()
-            host["epoch"] = step // steps_per_epoch
-            ckpts.save(step, state, host)
-            ckpts.wait()
-            ckpts.close()
-            print(f"stopped by signal {stop.signum} at step {step}: checkpoint saved in {workdir / 'checkpoints'}; "
-                  "run the same command to resume", file=sys.stderr, flush=True)
-            stop.restore()
-            raise SystemExit(128 + stop.signum)
+        # SIGTERM / SIGINT (on any process): all save the same step and exit 0; the same command resumes there.
+        # Mid-epoch: at once; on an epoch's last step, after its end-of-epoch work (a resume starts the next epoch).
+        if stopping and step % steps_per_epoch:
+            _exit_stopped(ckpts, step, state, dict(host, epoch=step // steps_per_epoch), stopping, stop, progress,
+                          workdir)
         epoch = step // steps_per_epoch
         # --- end of epoch: SWA, validation, plateau, early stopping, checkpoint ------------------------------
         if swa_from is not None and epoch - 1 >= swa_from:
@@ -322,10 +353,13 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
                                 print(f"early stopping after epoch {epoch}: validation loss has not improved by "
                                       f"{es.min_delta} for {es.patience} epochs", flush=True)
         host["epoch"] = epoch
+        if stopping:
+            _exit_stopped(ckpts, step, state, host, stopping, stop, progress, workdir)
         if epoch % cfg.logging.save_frequency == 0 or epoch == epochs or host["stopped_early"]:
             ckpts.save(step, state, host)
     progress.close()
-    stop.restore()
+    if not multi:  # one process: a signal from here on ends the run (the same command redoes the final phase);
+        stop.restore()  # several keep the handler and finish together, since one leaving alone would hang the rest
     ckpts.wait()
     # --- evals: final weights, SWA (with recomputed BatchNorm statistics), EMA; test only here -----------------
     results = {}
@@ -355,6 +389,7 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
         if name in results:
             summary[f"{name}_test_accuracy"] = results[name]["test"]["accuracy"]
             summary[f"{name}_val_accuracy"] = results[name]["val"].get("accuracy")
+            summary[f"{name}_params_sha256"] = ckpt_lib.params_sha256(candidates[name][0])
     export_params, export_rest = state.params, state.rest
     if trainable is not model:  # token distillation trains projectors too: export the student model alone
         _, export_params, export_rest = nnx.split(nnx.merge(gd_eval, state.params, state.rest).model, nnx.Param, ...)

@@ -1,12 +1,14 @@
 """Several real processes through jax.distributed (localhost, one CPU device each): a run whose periodic save, best
 save and final export fall on the same steps finishes with the same parameters, bit for bit, as one process over the
 same two-device mesh; a checkpoint write that fails on one process stops every process at once with one `error:`
-line each (no five-minute shutdown hang), and the same command then resumes and finishes with those parameters."""
+line each (no five-minute shutdown hang); SIGTERM to either process makes both save the same step and exit 0; after
+each the same command resumes and finishes with those parameters."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +43,7 @@ ac._background_wait_for_commit_futures = slow_commit
 save = ocp.CheckpointManager.save
 def failing_save(self, step, *args, **kwargs):
     if step == bad_step and bad_process in (-1, jax.process_index()):
+        self.wait_until_finished()  # as Orbax's own save does first: the earlier saves complete
         raise OSError(errno.ENOSPC, "No space left on device")
     return save(self, step, *args, **kwargs)
 ocp.CheckpointManager.save = failing_save
@@ -62,25 +65,36 @@ def harness(tmp_path_factory) -> Path:
     return path
 
 
-def _launch(n: int, workdir: Path, args: list[str], harness: Path, faults: dict | None = None,
-            timeout: float = 300):
-    """Starts `n` processes of one run (through the fault harness); returns [(returncode, stdout, stderr)] and the
-    wall time until all had exited."""
-    port, procs, t0 = _free_port(), [], time.time()
-    cmd = [str(harness)]
+def _start(n: int, workdir: Path, args: list[str], harness: Path, faults: dict | None = None):
+    """Starts `n` processes of one run through the fault harness."""
+    port, procs = _free_port(), []
     for pid in range(n):
         env = dict(os.environ, JAXKD_COORDINATOR=f"127.0.0.1:{port}", JAXKD_NUM_PROCESSES=str(n),
                    JAXKD_PROCESS_ID=str(pid), **(faults or {}))
         env.pop("XLA_FLAGS", None)
-        procs.append(subprocess.Popen([sys.executable, *cmd, "--config", "configs/quickstart.py", "--workdir",
-                                       str(workdir), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        procs.append(subprocess.Popen([sys.executable, str(harness), "--config", "configs/quickstart.py",
+                                       "--workdir", str(workdir), *args], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _wait(procs, timeout: float = 300):
+    """[(returncode, stdout, stderr)] of every process; all are killed if one overruns `timeout`."""
     try:
         outs = [p.communicate(timeout=timeout) for p in procs]
     finally:
         for p in procs:
             p.kill()
-    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)], time.time() - t0
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+
+
+def _launch(n: int, workdir: Path, args: list[str], harness: Path, faults: dict | None = None,
+            timeout: float = 300):
+    """Runs `n` processes of one run to the end; returns [(returncode, stdout, stderr)] and the wall time until
+    all had exited."""
+    t0 = time.time()
+    results = _wait(_start(n, workdir, args, harness, faults), timeout)
+    return results, time.time() - t0
 
 
 def _summary(workdir: Path) -> dict:
@@ -131,4 +145,44 @@ def test_failed_save_on_one_process_stops_all_then_resumes(one_process_two_devic
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
     assert "resuming from step 3" in results[0][1]
+    assert _summary(workdir)["params_sha256"] == one_process_two_devices["params_sha256"]
+
+
+def _train_steps_logged(workdir: Path) -> int:
+    f = workdir / "metrics.jsonl"
+    rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+    return max((r["step"] for r in rows if r["kind"] == "train"), default=0)
+
+
+@pytest.mark.parametrize("signalled", [0, 1])
+def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes(signalled, one_process_two_devices, harness,
+                                                                   tmp_path):
+    """SIGTERM to one process: every process saves the same step and exits 0 within seconds; the same command
+    resumes to the uninterrupted run's parameters."""
+    workdir = tmp_path / "multi"
+    args = [*COINCIDING, "--config.training.log_every_steps=1"]
+    procs = _start(2, workdir, args, harness, {"JAXKD_FAULT_SLEEP_S": "0.5"})  # slow steps: a window to signal in
+    t0 = time.time()
+    while _train_steps_logged(workdir) < 2:
+        assert all(p.poll() is None for p in procs), "the run ended before the signal"
+        assert time.time() - t0 < 240, "step 2 never reached"
+        time.sleep(0.05)
+    procs[signalled].send_signal(signal.SIGTERM)
+    t_signal = time.time()
+    results = _wait(procs, timeout=120)
+    stop_s = time.time() - t_signal
+    stopped = []
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+        line = [ln for ln in err.splitlines() if ln.startswith("stopped by signal 15")]
+        assert len(line) == 1, err[-3000:]
+        stopped.append(int(line[0].split(" at step ")[1].split(":")[0]))
+    print(f"signal to process {signalled}: both stopped at step {stopped} {stop_s:.1f} s after the signal")
+    assert stopped[0] == stopped[1] and (workdir / "checkpoints" / str(stopped[0])).is_dir()
+    assert "received by another process" in results[1 - signalled][2]
+    assert not (workdir / "summary.json").exists()
+    results, _ = _launch(2, workdir, args, harness)
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+    assert f"resuming from step {stopped[0]}" in results[0][1]
     assert _summary(workdir)["params_sha256"] == one_process_two_devices["params_sha256"]
