@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ import orbax.checkpoint as ocp
 
 from jaxkd.errors import describe
 
-__all__ = ["Checkpoints", "CheckpointError", "CheckpointWriteError", "export_model", "load", "params_sha256",
-           "check_workdir"]
+__all__ = ["Checkpoints", "CheckpointError", "CheckpointWriteError", "WorkdirLock", "export_model", "load",
+           "params_sha256", "check_workdir"]
 
 
 class CheckpointError(ValueError):
@@ -34,35 +35,165 @@ class CheckpointWriteError(RuntimeError):
     untouched (Orbax writes a step into a temporary folder and renames it only when complete)."""
 
 
+class WorkdirLock:
+    """One run per workdir: an exclusive ``flock`` on ``WORKDIR/jaxkd.lock``, which names its holder (pid, host,
+    start time). The kernel drops the lock when its process dies, however it dies, so a lock file that still names
+    a holder but can be locked was left by a killed run: it is taken over, saying so. Released by emptying the
+    file (never by deleting it: a run that opened the old file would lock a file nobody else sees).
+    Several processes of one run: process 0 alone holds it.
+    """
+
+    NAME = "jaxkd.lock"
+
+    def __init__(self, workdir: str | Path):
+        self.path = Path(workdir) / self.NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> str | None:
+        """Takes the lock or raises CheckpointError naming the holder; returns the holder a killed run left in the
+        file (for the caller to report once the run goes ahead), else None."""
+        import datetime
+        import fcntl
+        import os
+        import socket
+
+        if self._fd is not None:
+            return None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise CheckpointError(f"cannot write to the workdir {self.path.parent} ({describe(e, 200)}): make it "
+                                  "writable or use another --workdir") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            os.close(fd)
+            holder = holder or "holder unknown"
+            raise CheckpointError(f"workdir {self.path.parent} is in use by a running jaxkd.train ({holder}); wait "
+                                  "for it to finish, stop it (SIGTERM saves a checkpoint), or use another --workdir"
+                                  ) from None
+        old = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        me = (f"pid {os.getpid()} on host {socket.gethostname()}, since "
+              f"{datetime.datetime.now().isoformat(timespec='seconds')}")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (me + "\n").encode(), 0)
+        self._fd = fd
+        return old or None
+
+    def release(self) -> None:
+        import os
+
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        finally:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
 def _nbytes(tree: Any) -> int:
     return sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(tree))
 
 
-def write_error(directory: Path, step: int | None, nbytes: int, e: BaseException) -> CheckpointWriteError:
-    """The one-line CheckpointWriteError for a failed save of `step` (about `nbytes`) into `directory`."""
+def _os_errno(chain: list[BaseException]) -> int | None:
+    """The OS error behind a failure: an OSError's errno, or the code TensorStore puts in its message."""
+    import re
+
+    for c in chain:
+        if isinstance(c, OSError) and c.errno:
+            return c.errno
+    text = " ".join(str(c) for c in chain)
+    m = re.search(r"os_error_code='(\d+)'", text)
+    if m:
+        return int(m.group(1))
+    for code in (errno.ENOSPC, errno.EROFS, errno.EACCES):
+        if os.strerror(code) in text:
+            return code
+    return None
+
+
+def write_error(directory: Path, step: int | None, nbytes: int, e: BaseException,
+                latest: int | None = None) -> CheckpointWriteError:
+    """The one-line CheckpointWriteError for a failed save of `step` (about `nbytes`) into `directory`; `latest`:
+    the newest checkpoint on disk, which a rerun resumes from."""
     import shutil
 
-    what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+    what = f"checkpoint step {step}" if step is not None else "the exported model"
     chain = [e]
     while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 8:
         chain.append(nxt)
-    cause = f"; cause: {describe(chain[-1], 200)}" if len(chain) > 1 else ""
-    msg = f"could not write {what} to {directory} ({describe(e, 200)}{cause})"
-    err = next((c for c in chain if isinstance(c, OSError)), None)
-    probe = directory if directory.exists() else directory.parent
+    code = _os_errno(chain)
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
-        free = shutil.disk_usage(probe).free
+        free = f", {shutil.disk_usage(probe).free / 2**20:.1f} MiB are free"
     except OSError:
-        free = None
-    need = f"it needs about {nbytes / 2**20:.1f} MiB" + (f", {free / 2**20:.1f} MiB are free" if free is not None
-                                                         else "")
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        fix = f"the disk is full: {need}; free space there and run the same command again to resume"
-    elif isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = "the directory is not writable: make it writable (or use another --workdir) and run the same command again"
+        free = ""
+    if latest is not None:
+        resume = f"run the same command again to resume from step {latest}, the newest checkpoint on disk (intact)"
+    elif step is None:  # the export, after the final checkpoint
+        resume = "run the same command again (it resumes from the newest checkpoint on disk)"
     else:
-        fix = f"{need}; the checkpoints already there are intact: fix the cause and run the same command again to resume"
-    return CheckpointWriteError(f"{msg}; {fix}")
+        resume = "run the same command again (no checkpoint was on disk yet: it starts afresh)"
+    if code == errno.ENOSPC:
+        return CheckpointWriteError(f"could not write {what} to {directory}: no space left on device (it needs "
+                                    f"about {nbytes / 2**20:.1f} MiB{free}); free space there, then {resume}")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CheckpointWriteError(f"could not write {what} to {directory}: {os.strerror(code).lower()}; make it "
+                                    f"writable (or move the workdir), then {resume}")
+    cause = f"; cause: {describe(chain[-1], 160)}" if len(chain) > 1 else ""
+    return CheckpointWriteError(f"could not write {what} to {directory} ({describe(e, 160)}{cause}); fix the "
+                                f"cause, then {resume}")
+
+
+class _OrbaxWriteNoise(logging.Filter):
+    """Drops the log records a failed asynchronous write leaves behind (asyncio's 'Task exception was never
+    retrieved' for each of TensorStore's writes, Orbax's 'Failed to run ... Handler Commit operations'): the
+    failure reaches the main thread as one CheckpointWriteError instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        text = record.getMessage() + record.pathname
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        return "orbax" not in text.lower()
+
+
+_WRITE_NOISE = _OrbaxWriteNoise()
+
+
+def _quiet_closed_loop_callbacks() -> None:
+    """After a failed write Orbax closes its event loop while TensorStore's other writes are still in flight; each
+    of their completion callbacks then prints 'RuntimeError: Event loop is closed' through sys.excepthook /
+    sys.unraisablehook. Those (and only those) are dropped: the failure itself is reported once."""
+    import sys
+    import warnings
+
+    # (and, at exit, the never-awaited write of a TensorStore fragment the failure left behind)
+    warnings.filterwarnings("ignore", message="coroutine 'async_serialize_from_host", category=RuntimeWarning)
+
+    def closed_loop(exc) -> bool:
+        return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+    if getattr(sys.excepthook, "_jaxkd", False):
+        return
+    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+    def on_exception(tp, value, tb):
+        if not closed_loop(value):
+            excepthook(tp, value, tb)
+
+    def on_unraisable(info):
+        if not closed_loop(info.exc_value):
+            unraisablehook(info)
+
+    on_exception._jaxkd = True
+    sys.excepthook, sys.unraisablehook = on_exception, on_unraisable
 
 
 class Checkpoints:
@@ -88,6 +219,10 @@ class Checkpoints:
             return ocp.CheckpointManager(self.workdir / sub, options=options, item_names=("state", "meta"))
 
         self._pending: dict[int, tuple] = {}  # per manager: (directory, step, bytes) of its newest save
+        if not read_only:
+            for name in ("asyncio", "absl"):
+                logging.getLogger(name).addFilter(_WRITE_NOISE)
+            _quiet_closed_loop_callbacks()
         with _absl_quiet():  # a damaged step's metadata is logged by Orbax here; restore_newest_good reports it
             self.manager = manager("checkpoints", keep)
             self.best = manager("checkpoints_best", 1)
@@ -102,12 +237,28 @@ class Checkpoints:
         """Starts an asynchronous save of `step`; an earlier save's failure is raised here (or by `wait`) as a
         CheckpointWriteError."""
         manager = self.best if best else self.manager
+        self._wait(manager)  # (Orbax's save waits for the previous one too: this names its step if it failed)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self._pending[id(manager)] = (manager.directory, step, _nbytes(state))
         try:
             manager.save(step, args=args, force=True)
         except Exception as e:  # noqa: BLE001  (Orbax / TensorStore / the OS raise many types)
-            raise write_error(Path(manager.directory), step, _nbytes(state), e) from e
+            raise write_error(Path(manager.directory), step, _nbytes(state), e, self._committed()) from e
+
+    def _committed(self) -> int | None:
+        try:
+            self.manager.reload()
+            return self.manager.latest_step()
+        except Exception:  # noqa: BLE001  (a directory that cannot even be listed: say nothing about it)
+            return None
+
+    def _wait(self, manager) -> None:
+        try:
+            manager.wait_until_finished()
+            manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001
+            directory, step, nbytes = self._pending.get(id(manager), (manager.directory, None, 0))
+            raise write_error(Path(directory), step, nbytes, e, self._committed()) from e
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict]:
         """Restores step `step` onto `target` (arrays or jax.ShapeDtypeStruct with shardings: a different device
@@ -137,27 +288,29 @@ class Checkpoints:
             raise CheckpointError(f"no usable checkpoint in {self.workdir / 'checkpoints'}: all {len(failed)} steps "
                                   f"failed to restore (newest, {step}: {describe(e, 200)}); move the folder away to "
                                   "start afresh")
+        primary = jax.process_index() == 0
         for step, e in failed:
             bad = self.workdir / "checkpoints" / str(step)
             aside = self.workdir / "corrupt_checkpoints" / str(step)
+            if not primary:  # several processes share the folder: process 0 alone moves, the others wait below
+                continue
             log(f"warning: checkpoint {bad} is corrupt or incomplete ({describe(e, 200)}); moved to {aside}, "
                 "resuming from an older one")
             aside.parent.mkdir(exist_ok=True)
             if bad.exists() and not aside.exists():
                 bad.rename(aside)  # kept for inspection
         if failed:
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices("jaxkd_corrupt_checkpoints_moved")
             self.manager.reload()
         return found if found is not None else (None, None, None)
 
     def wait(self) -> None:
         """Blocks until every save is on disk; a failed one is raised as a CheckpointWriteError."""
         for m in (self.manager, self.best):
-            try:
-                m.wait_until_finished()
-                m.check_for_errors()
-            except Exception as e:  # noqa: BLE001
-                directory, step, nbytes = self._pending.get(id(m), (m.directory, None, 0))
-                raise write_error(Path(directory), step, nbytes, e) from e
+            self._wait(m)
 
     def close(self) -> None:
         self.manager.close()
@@ -230,7 +383,7 @@ def check_workdir(workdir: Path, config_json: str, force: bool) -> None:
     aside = workdir / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
     aside.mkdir()
     for item in list(workdir.iterdir()):
-        if item != aside and not item.name.startswith("replaced-"):
+        if item != aside and not item.name.startswith("replaced-") and item.name != WorkdirLock.NAME:
             item.rename(aside / item.name)
 
 

@@ -179,14 +179,18 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     is_main = jax.process_index() == 0
     multi = jax.process_count() > 1
     stop = _StopOnSignal()  # from here on a SIGTERM / SIGINT is answered by a checkpoint at the next sync point
+    lock = ckpt_lib.WorkdirLock(workdir)  # one run per workdir (held by process 0)
     try:
-        return _train(cfg, workdir, force, t_start, is_main, multi, stop)
+        return _train(cfg, Path(workdir), force, t_start, is_main, multi, stop, lock)
     finally:
+        lock.release()
         stop.restore()
 
 
-def _train(cfg, workdir, force, t_start, is_main, multi, stop) -> dict:
-    workdir = Path(workdir)
+def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock) -> dict:
+    stale = None  # the holder named by a lock file that a killed run left behind
+    if is_main and workdir.is_dir():  # before --force may move a run aside; a new workdir is locked on creation
+        stale = lock.acquire()
     # fp32 matmuls and convolutions in full fp32 unless TF32 is asked for (XLA:GPU's default on Ampere+ is TF32).
     jax.config.update("jax_default_matmul_precision", "tensorfloat32" if cfg.training.use_tf32 else "float32")
     if cfg.ss_distillation.enabled and cfg.vit.inference_mode != "cls":
@@ -199,6 +203,9 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop) -> dict:
                   "(vit.inference_mode = 'cls')", file=sys.stderr)
     if is_main:
         ckpt_lib.check_workdir(workdir, config_lib.to_json(cfg), force)
+        if stale:
+            print(f"note: {lock.path} names a run that is no longer running ({stale}): it was killed; taking the "
+                  "workdir over", file=sys.stderr)
     # --- mesh ----------------------------------------------------------------------------------------------------
     from jaxkd import data as data_lib
 
@@ -262,7 +269,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop) -> dict:
         p = cfg.training.lr_scheduler_params
         plateau = optim.PlateauTracker(factor=p.factor, patience=p.patience)
     if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()  # (creates the workdir)
         (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
         reporting.write_json_atomic(workdir / "data.json", {
             "class_names": list(data.class_names), "image_shape": list(data.image_shape),

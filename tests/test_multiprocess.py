@@ -23,33 +23,7 @@ from test_train import ROOT, TINY_VIT
 # new best), epoch 2 a periodic one of step 6 followed at once by the final export.
 COINCIDING = [*TINY_VIT, "--config.logging.save_frequency=1"]
 
-# jaxkd.train with two faults of a real cluster, set by environment variables (the test's own harness, not
-# jaxkd's): FAULT_SLOW_BEST=P makes process P's writes of checkpoints_best/ 2 s slower (a slow disk: the other
-# process's periodic save of that step then overlaps its best save); FAULT_ENOSPC=STEP:P makes Orbax's save of STEP
-# on process P (-1: all) fail with ENOSPC.
-_HARNESS = '''
-import errno, os, sys, time
-import jax
-import orbax.checkpoint as ocp
-from orbax.checkpoint._src.checkpointers import async_checkpointer as ac
-slow = int(os.environ.get("FAULT_SLOW_BEST", "-2"))
-bad_step, bad_process = map(int, os.environ.get("FAULT_ENOSPC", "-1:-2").split(":"))
-commit = ac._background_wait_for_commit_futures
-def slow_commit(directory, *args, **kwargs):
-    if slow == jax.process_index() and "checkpoints_best" in str(directory):
-        time.sleep(2.0)
-    return commit(directory, *args, **kwargs)
-ac._background_wait_for_commit_futures = slow_commit
-save = ocp.CheckpointManager.save
-def failing_save(self, step, *args, **kwargs):
-    if step == bad_step and bad_process in (-1, jax.process_index()):
-        self.wait_until_finished()  # as Orbax's own save does first: the earlier saves complete
-        raise OSError(errno.ENOSPC, "No space left on device")
-    return save(self, step, *args, **kwargs)
-ocp.CheckpointManager.save = failing_save
-from jaxkd import config, train
-config.main_guard(lambda: train.main(sys.argv[1:]))
-'''
+HARNESS = Path(__file__).with_name("_fault_harness.py")  # jaxkd.train with injected faults
 
 
 def _free_port() -> int:
@@ -58,21 +32,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("harness") / "faulty_train.py"
-    path.write_text(_HARNESS)
-    return path
-
-
-def _start(n: int, workdir: Path, args: list[str], harness: Path, faults: dict | None = None):
+def _start(n: int, workdir: Path, args: list[str], faults: dict | None = None):
     """Starts `n` processes of one run through the fault harness."""
     port, procs = _free_port(), []
     for pid in range(n):
         env = dict(os.environ, JAXKD_COORDINATOR=f"127.0.0.1:{port}", JAXKD_NUM_PROCESSES=str(n),
                    JAXKD_PROCESS_ID=str(pid), **(faults or {}))
         env.pop("XLA_FLAGS", None)
-        procs.append(subprocess.Popen([sys.executable, str(harness), "--config", "configs/quickstart.py",
+        procs.append(subprocess.Popen([sys.executable, str(HARNESS), "--config", "configs/quickstart.py",
                                        "--workdir", str(workdir), *args], cwd=ROOT, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
@@ -88,12 +55,12 @@ def _wait(procs, timeout: float = 300):
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
 
 
-def _launch(n: int, workdir: Path, args: list[str], harness: Path, faults: dict | None = None,
+def _launch(n: int, workdir: Path, args: list[str], faults: dict | None = None,
             timeout: float = 300):
     """Runs `n` processes of one run to the end; returns [(returncode, stdout, stderr)] and the wall time until
     all had exited."""
     t0 = time.time()
-    results = _wait(_start(n, workdir, args, harness, faults), timeout)
+    results = _wait(_start(n, workdir, args, faults), timeout)
     return results, time.time() - t0
 
 
@@ -112,11 +79,11 @@ def one_process_two_devices(tmp_path_factory):
     return _summary(workdir)
 
 
-def test_two_processes_with_coinciding_saves_match_one_process(one_process_two_devices, harness, tmp_path):
+def test_two_processes_with_coinciding_saves_match_one_process(one_process_two_devices, tmp_path):
     """Process 1 writes its best checkpoints slowly, so that process 0's periodic save of step 3 overlaps the best
     save of step 3 (without their own barrier names: 'Barrier _async_write_complete.3 is already ongoing')."""
     workdir = tmp_path / "multi"
-    results, _ = _launch(2, workdir, COINCIDING, harness, {"FAULT_SLOW_BEST": "1"})
+    results, _ = _launch(2, workdir, COINCIDING, {"FAULT_SLOW_BEST": "1"})
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
     # the collision this guards against: a periodic and a best save of the same step, then the export
@@ -127,21 +94,35 @@ def test_two_processes_with_coinciding_saves_match_one_process(one_process_two_d
     assert s["params_sha256"] == one_process_two_devices["params_sha256"]
     assert s["test_loss"] == one_process_two_devices["test_loss"]
 
+    # The newest checkpoint damaged: process 0 alone moves it aside (the others wait at a barrier), all resume
+    # from step 3 and end where they did.
+    for f in (workdir / "checkpoints" / "6").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0garbage")
+    results, _ = _launch(2, workdir, COINCIDING)
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+    assert "checkpoints/6 is corrupt or incomplete" in results[0][2]
+    assert "corrupt" not in results[1][2]
+    assert "resuming from step 3" in results[0][1]
+    assert (workdir / "corrupt_checkpoints" / "6").is_dir()
+    assert _summary(workdir)["params_sha256"] == one_process_two_devices["params_sha256"]
 
-def test_failed_save_on_one_process_stops_all_then_resumes(one_process_two_devices, harness, tmp_path):
+
+def test_failed_save_on_one_process_stops_all_then_resumes(one_process_two_devices, tmp_path):
     workdir = tmp_path / "multi"
     # process 1 cannot write the step-6 checkpoint: the run must stop at once, on both processes
-    results, wall = _launch(2, workdir, COINCIDING, harness, {"FAULT_ENOSPC": "6:1"})
+    results, wall = _launch(2, workdir, COINCIDING, {"FAULT_OSERROR": "6:1:28"})
     (rc0, _, err0), (rc1, _, err1) = results
     assert (rc0, rc1) == (1, 1), (err0[-2000:], err1[-2000:])
     line = [ln for ln in err1.splitlines() if ln.startswith("error:")]
     assert len(line) == 1 and "process 1 of 2: could not write checkpoint step 6" in line[0], err1[-2000:]
-    assert "disk is full" in line[0] and str(workdir / "checkpoints") in line[0]
+    assert "no space left on device" in line[0] and str(workdir / "checkpoints") in line[0]
     assert any(ln.startswith("error: process 0 of 2:") for ln in err0.splitlines()), err0[-2000:]
     assert wall < 120, f"the processes took {wall:.0f} s to stop"
     assert not (workdir / "summary.json").exists()
     assert (workdir / "checkpoints" / "3").is_dir()  # the earlier checkpoint is intact ...
-    results, _ = _launch(2, workdir, COINCIDING, harness)  # ... and the same command resumes from it
+    results, _ = _launch(2, workdir, COINCIDING)  # ... and the same command resumes from it
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
     assert "resuming from step 3" in results[0][1]
@@ -155,13 +136,12 @@ def _train_steps_logged(workdir: Path) -> int:
 
 
 @pytest.mark.parametrize("signalled", [0, 1])
-def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes(signalled, one_process_two_devices, harness,
-                                                                   tmp_path):
+def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes(signalled, one_process_two_devices, tmp_path):
     """SIGTERM to one process: every process saves the same step and exits 0 within seconds; the same command
     resumes to the uninterrupted run's parameters."""
     workdir = tmp_path / "multi"
     args = [*COINCIDING, "--config.training.log_every_steps=1"]
-    procs = _start(2, workdir, args, harness, {"JAXKD_FAULT_SLEEP_S": "0.5"})  # slow steps: a window to signal in
+    procs = _start(2, workdir, args, {"JAXKD_FAULT_SLEEP_S": "0.5"})  # slow steps: a window to signal in
     t0 = time.time()
     while _train_steps_logged(workdir) < 2:
         assert all(p.poll() is None for p in procs), "the run ended before the signal"
@@ -181,7 +161,7 @@ def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes(signalled, on
     assert stopped[0] == stopped[1] and (workdir / "checkpoints" / str(stopped[0])).is_dir()
     assert "received by another process" in results[1 - signalled][2]
     assert not (workdir / "summary.json").exists()
-    results, _ = _launch(2, workdir, args, harness)
+    results, _ = _launch(2, workdir, args)
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
     assert f"resuming from step {stopped[0]}" in results[0][1]

@@ -111,6 +111,7 @@ def test_kill9_then_rerun_is_bit_identical(point, reference, env, tmp_path):
     assert code == -signal.SIGKILL
     killed_at = _steps_logged(tmp_path)
     r = _finish(tmp_path, env)
+    assert "names a run that is no longer running" in r.stderr  # the killed run's lock, taken over
     print(f"{point}: killed after step {killed_at}; restart printed: "
           f"{[line for line in r.stdout.splitlines() if 'resuming' in line]}")
     assert _sha(tmp_path) == reference
@@ -136,6 +137,33 @@ def test_sigterm_on_an_epochs_last_step_finishes_the_epoch_first(reference, env,
     assert saved[-1] == 8
     r = _finish(tmp_path, env)
     assert "resuming from step 8" in r.stdout
+    assert _sha(tmp_path) == reference
+
+
+def test_second_run_on_a_live_workdir_is_refused(reference, env, tmp_path):
+    """One workdir, one run: a second jaxkd.train is refused at once (exit 2, the holder named) and the first,
+    untouched, goes on; stopped and resumed it still ends bit-identical."""
+    p = subprocess.Popen(_cmd(tmp_path), cwd=ROOT, env=dict(env, **SLEEP), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while _steps_logged(tmp_path) < 2:
+            assert p.poll() is None and time.time() - t0 < 300, "the first run never reached step 2"
+            time.sleep(0.05)
+        for extra in ([], ["--force"]):  # --force must not move a live run aside either
+            second = subprocess.run(_cmd(tmp_path, *extra), cwd=ROOT, env=env, capture_output=True, text=True,
+                                    timeout=300)
+            assert second.returncode == 2, second.stderr[-2000:]
+            errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
+            assert len(errors) == 1 and f"is in use by a running jaxkd.train (pid {p.pid} on host" in errors[0]
+        assert p.poll() is None, "the first run was disturbed"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=120) == 0, p.stderr.read()[-2000:]
+    finally:
+        p.kill()
+    assert not list(tmp_path.glob("replaced-*"))
+    r = _finish(tmp_path, env)
+    assert "no longer running" not in r.stderr  # released on a clean exit
     assert _sha(tmp_path) == reference
 
 

@@ -1,0 +1,95 @@
+"""The disk fails under a run: full (a real 1.1 MB tmpfs where the machine lets the tests mount one, which CI's
+does), read-only from the start (a read-only tmpfs), read-only in the middle (EROFS injected at a save). Each ends
+with one `error:` line naming the directory and what to do, leaves the checkpoints already written intact, and
+the same command, once the disk is fixed, resumes to the parameters of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_train import ROOT, TINY_VIT
+
+HARNESS = Path(__file__).with_name("_fault_harness.py")
+# 4 epochs x 3 steps, a checkpoint every epoch (0.3 MiB each), two kept
+ARGS = ["--config", "configs/quickstart.py", *TINY_VIT, "--config.training.num_epochs=4",
+        "--config.logging.save_frequency=1", "--config.logging.keep_checkpoints=2"]
+
+
+def _train(workdir: Path, env_extra: dict | None = None, harness: bool = False) -> subprocess.CompletedProcess:
+    cmd = [str(HARNESS)] if harness else ["-m", "jaxkd.train"]
+    return subprocess.run([sys.executable, *cmd, *ARGS, "--workdir", str(workdir)], cwd=ROOT,
+                          env=dict(os.environ, **(env_extra or {})), capture_output=True, text=True, timeout=600)
+
+
+def _sha(workdir: Path) -> str:
+    return json.loads((workdir / "summary.json").read_text())["params_sha256"]
+
+
+def _errors(r: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> str:
+    workdir = tmp_path_factory.mktemp("disk") / "ref"
+    r = _train(workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return _sha(workdir)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A mounted tmpfs of 1.1 MB (room for the run's files and three checkpoints, not for the fourth)."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1100k", "tmpfs", str(mnt)], capture_output=True,
+                       text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); the injected-error tests still run")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_one_line_checkpoints_intact_then_resumes(small_fs, reference):
+    workdir = small_fs / "w"
+    r = _train(workdir)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert len(_errors(r)) == 1 and len(r.stderr.strip().splitlines()) <= 3, r.stderr[-3000:]  # no Orbax noise
+    line = _errors(r)[0]
+    assert f"to {workdir / 'checkpoints'}: no space left on device (it needs about 0.3 MiB" in line, line
+    assert "run the same command again to resume from step 3" in line, line
+    assert (workdir / "checkpoints" / "3").is_dir()
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_fs)], check=True)  # space freed
+    r = _train(workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming from step 3" in r.stdout
+    assert _sha(workdir) == reference
+
+
+def test_read_only_workdir_is_refused_at_start(small_fs):
+    (small_fs / "w").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    r = _train(small_fs / "w")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert _errors(r) == [f"error: cannot write to the workdir {small_fs / 'w'} (OSError: [Errno 30] Read-only "
+                          "file system: '" + str(small_fs / "w" / "jaxkd.lock") + "'): make it writable or use "
+                          "another --workdir"], r.stderr[-3000:]
+
+
+def test_workdir_turning_read_only_mid_run(tmp_path, reference):
+    workdir = tmp_path / "w"
+    r = _train(workdir, {"FAULT_OSERROR": "6:0:30"}, harness=True)  # EROFS at the save of step 6
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert _errors(r) == [f"error: could not write checkpoint step 6 to {workdir / 'checkpoints'}: read-only file "
+                          "system; make it writable (or move the workdir), then run the same command again to "
+                          "resume from step 3, the newest checkpoint on disk (intact)"], r.stderr[-3000:]
+    r = _train(workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming from step 3" in r.stdout
+    assert _sha(workdir) == reference
