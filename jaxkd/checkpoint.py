@@ -48,6 +48,7 @@ class WorkdirLock:
     def __init__(self, workdir: str | Path):
         self.path = Path(workdir) / self.NAME
         self._fd: int | None = None
+        self._created = False
 
     def acquire(self) -> str | None:
         """Takes the lock or raises CheckpointError naming the holder; returns the holder a killed run left in the
@@ -61,6 +62,7 @@ class WorkdirLock:
             return None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._created = not self.path.exists()
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise CheckpointError(f"cannot write to the workdir {self.path.parent} ({describe(e, 200)}): make it "
@@ -89,6 +91,8 @@ class WorkdirLock:
             return
         try:
             os.ftruncate(self._fd, 0)
+            if self._created and os.listdir(self.path.parent) == [self.NAME]:
+                self.path.unlink()  # a run refused before it wrote anything leaves the workdir as it found it
         finally:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
@@ -238,6 +242,10 @@ class Checkpoints:
         CheckpointWriteError."""
         manager = self.best if best else self.manager
         self._wait(manager)  # (Orbax's save waits for the previous one too: this names its step if it failed)
+        if step in manager.all_steps():
+            # Written by a run that was killed after it and before the checkpoint this run resumed from (a best
+            # save is not a resume point): this run recomputed the step, so its save replaces that one.
+            manager.delete(step)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self._pending[id(manager)] = (manager.directory, step, _nbytes(state))
         try:

@@ -191,3 +191,26 @@ class Timer:
         now = time.perf_counter()
         dt, self.t = now - self.t, now
         return dt
+
+
+class Status:
+    """`WORKDIR/status.json`: what a run is doing now — {"phase", "step", "pid", "since"} — rewritten atomically at
+    each change of phase (setup, train, evaluate, checkpoint, swa_bn, final_evaluate, export, report, done; a few
+    writes an epoch). For people (`cat status.json`) and for the fault campaign (`python -m jaxkd.faults`), which
+    aims its kills at phases. Process 0 writes it."""
+
+    PHASES = ("setup", "train", "evaluate", "checkpoint", "swa_bn", "final_evaluate", "export", "report", "done")
+
+    def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
+        self.path = Path(workdir) / "status.json"
+        self.enabled = enabled
+        self.phase = None
+
+    def set(self, phase: str, step: int) -> None:
+        import time
+
+        assert phase in self.PHASES, phase
+        if self.enabled and phase != self.phase and self.path.parent.is_dir():
+            write_json_atomic(self.path, {"phase": phase, "step": int(step), "pid": os.getpid(),
+                                          "since": round(time.time(), 3)})
+        self.phase = phase

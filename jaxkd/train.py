@@ -188,6 +188,7 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
 
 
 def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock) -> dict:
+    status = reporting.Status(workdir, enabled=is_main)
     stale = None  # the holder named by a lock file that a killed run left behind
     if is_main and workdir.is_dir():  # before --force may move a run aside; a new workdir is locked on creation
         stale = lock.acquire()
@@ -285,6 +286,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock) -> dict:
         if is_main:
             print(f"resuming from step {start_step} (epoch {start_step / steps_per_epoch:.2f})", flush=True)
     start_step = start_step or 0
+    status.set("setup", start_step)  # (only now: a run refused on a bad workdir leaves it as it was)
     stopping = 0  # the signal every process has agreed to stop on (see _StopOnSignal)
     swa_from = optim.swa_start(cfg)
     es = cfg.training.early_stopping
@@ -296,6 +298,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock) -> dict:
     first_step_s = None
     while epoch < epochs and not host["stopped_early"]:
         progress.set_description(f"epoch {epoch + 1}/{epochs}")
+        status.set("train", step)
         pending, timer, since = [], reporting.Timer(), 0
         for batch in data.train_batches(epoch, step - epoch * steps_per_epoch,
                                         num_steps=steps_per_epoch - (step - epoch * steps_per_epoch)):
@@ -340,11 +343,13 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock) -> dict:
         if swa_from is not None and epoch - 1 >= swa_from:
             state = steps.swa_update(state)
         if epoch % cfg.training.eval_every_epochs == 0 or epoch == epochs:
+            status.set("evaluate", step)
             val = evaluate_split(eval_step, steps.ema_params_or_params(state), state.rest, data, "val", aux)
             if val:
                 writer.write("val", step, epoch, **{k: v for k, v in val.items() if k != "confusion"})
                 if val["accuracy"] > host["best_val_accuracy"]:
                     host["best_val_accuracy"] = val["accuracy"]
+                    status.set("checkpoint", step)
                     ckpts.save(step, state, host, best=True)
                 if plateau is not None:
                     state = state.replace(lr_scale=jnp.asarray(plateau.update(val["loss"]), jnp.float32))
@@ -363,6 +368,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock) -> dict:
         if stopping:
             _exit_stopped(ckpts, step, state, host, stopping, stop, progress, workdir)
         if epoch % cfg.logging.save_frequency == 0 or epoch == epochs or host["stopped_early"]:
+            status.set("checkpoint", step)
             ckpts.save(step, state, host)
     progress.close()
     if not multi:  # one process: a signal from here on ends the run (the same command redoes the final phase);
@@ -374,9 +380,11 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock) -> dict:
     if state.swa_params is not None and int(state.swa_count) > 0:
         # BatchNorm statistics for the averaged weights, from one pass over the (augmented) training stream
         images = (b.image for b in data.train_batches(0, num_steps=steps_per_epoch))
+        status.set("swa_bn", step)
         candidates["swa"] = (state.swa_params, bn_recompute(gd_train, state.swa_params, state.rest, images))
     if state.ema_params is not None:
         candidates["ema"] = (state.ema_params, state.rest)
+    status.set("final_evaluate", step)
     for name, (p, r) in candidates.items():
         results[name] = {"val": evaluate_split(eval_step, p, r, data, "val", aux),
                          "test": evaluate_split(eval_step, p, r, data, "test", aux)}
@@ -400,7 +408,9 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock) -> dict:
     export_params, export_rest = state.params, state.rest
     if trainable is not model:  # token distillation trains projectors too: export the student model alone
         _, export_params, export_rest = nnx.split(nnx.merge(gd_eval, state.params, state.rest).model, nnx.Param, ...)
+    status.set("export", step)
     ckpt_lib.export_model(workdir / "model", export_params, export_rest)  # collective: every process takes part
+    status.set("report", step)
     if is_main:
         report = reporting.classification_report(final["test"]["confusion"], data.class_names)
         report.update({k: final["test"][k] for k in ("top1", "top3", "top5", "loss")})
@@ -415,6 +425,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock) -> dict:
         print(text)
         extra = "".join(f", {n} {summary[f'{n}_test_accuracy']:.4f}" for n in ("swa", "ema") if n in results)
         print(f"test accuracy {summary['test_accuracy']:.4f}{extra} ({summary['wall_s']:.0f} s)", flush=True)
+    status.set("done", step)
     ckpts.close()
     return summary
 

@@ -48,7 +48,7 @@ T_AUG, T_OPS, T_OPTIM = "tests/test_augment.py::", "tests/test_augment_ops.py::"
 T_VIT, T_LOSS, T_DIST = "tests/test_vit.py::", "tests/test_losses.py::", "tests/test_distill.py::"
 T_TEACH, T_RES, T_CFG, T_YAML = ("tests/test_teachers.py::", "tests/test_resume.py::", "tests/test_config.py::",
                                  "tests/test_convert_yaml.py::")
-T_LAYERS = "tests/test_layers.py::"
+T_LAYERS, T_MP = "tests/test_layers.py::", "tests/test_multiprocess.py::"
 
 FWD = "eval/auto|eval/plain|train/auto|train/plain"  # test_forward_eval_and_train_both_attention_paths
 REL = (("", "^rel_value$", "value rel. Δ"), ("", "^rel_grad$", "grad rel. Δ"))  # test_losses_parity
@@ -278,7 +278,7 @@ ITEMS_1_4 = [
 ITEMS_1_4 += [
     # ------------------------------------------------------------------ 3.1 data parallelism (DDP / NCCL in JAX)
     item("3.1", "NCCL backend initialization",
-         [T_TRAIN + "test_two_processes_match_one", T_PIPE + "test_two_processes_each_hold_only_their_shard"],
+         [T_MP + "test_two_processes_with_coinciding_saves_match_one_process", T_PIPE + "test_two_processes_each_hold_only_their_shard"],
          ["jaxkd.train:maybe_initialize_distributed", "jaxkd.data.pipeline:make_data_mesh"],
          ["—: torch_ref has no DDP (the original: dist.init_process_group('nccl'))"],
          "JAX equivalent: jax.distributed.initialize (JAXKD_COORDINATOR / JAXKD_NUM_PROCESSES / JAXKD_PROCESS_ID, or a "
@@ -302,7 +302,7 @@ ITEMS_1_4 += [
     item("3.1", "Effective batch",
          [T_TRAIN + "test_eight_devices_match_one", T_TRAIN + "test_batch_not_divisible_by_devices_is_a_config_error",
           T_YAML + "test_from_yaml_devices_and_string_floats"],
-         ["jaxkd.config.schema:base_config@batch_size=", "jaxkd.train:train@batch_size %"], ["—: no twin"],
+         ["jaxkd.config.schema:base_config@batch_size=", "jaxkd.train:_train@batch_size %"], ["—: no twin"],
          "a batch of 16 on 8 devices (2 per device) trains as on 1 device; a batch not divisible by the devices is a "
          "config error naming the multiple", severity="Medium",
          deviation="The original's data.batch_size was per GPU (effective batch = batch_size × GPUs); jaxkd's "

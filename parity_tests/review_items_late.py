@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from parity_tests.review_items import (BF16_DEV, CNN, DINO, LOSS, REL, SCHED, SPEC, SPEC_DEFAULTS, T_AUG, T_CFG, T_DIST,
-                                       T_FEAT, T_LAYERS, T_OPTIM, T_PIPE, T_RES, T_TEACH, T_TRAIN, T_VIT, T_YAML,
+                                       T_FEAT, T_LAYERS, T_MP, T_OPTIM, T_PIPE, T_RES, T_TEACH, T_TRAIN, T_VIT, T_YAML,
                                        TOKENS_256_DEV, TRAIN, VIT, Item, item)
 
 NO_EQUIVALENT = "jaxkd.yaml_import:NO_EQUIVALENT"
@@ -61,7 +61,7 @@ ITEMS_5_9: list[Item] = [
          [TRAIN + "test_twenty_steps_match_torch[adamw-accum2-deit]",
           TRAIN + "test_twenty_steps_match_torch[sgd-accum2-vit]",
           T_FEAT + "test_gradient_accumulation_steps"],
-         ["jaxkd.optim:make_optimizer@MultiSteps", "jaxkd.train:train@steps_per_epoch -= steps_per_epoch % accum"],
+         ["jaxkd.optim:make_optimizer@MultiSteps", "jaxkd.train:_train@steps_per_epoch -= steps_per_epoch % accum"],
          ["torch_ref.optim:train_steps@(i + 1) % accumulation"],
          "the optimiser (and the schedule) step on every k-th micro-batch only; an epoch is cut to a whole number of "
          "optimiser steps", [("accum2", "loss_max_abs_diff", "loss max|Δ|")]),
@@ -89,7 +89,7 @@ ITEMS_5_9: list[Item] = [
          [("", "^eval/auto$|^train/auto$", "fused max|Δ|")]),
     item("6", "TF32 matmul enablement",
          [T_FEAT + "test_tf32_sets_the_default_matmul_precision"],
-         ["jaxkd.train:train@use_tf32", "jaxkd.config.schema:base_config@use_tf32="],
+         ["jaxkd.train:_train@use_tf32", "jaxkd.config.schema:base_config@use_tf32="],
          ["—: torch.backends.cuda.matmul.allow_tf32 in the original"],
          "training.use_tf32 sets jax_default_matmul_precision='tensorfloat32', else 'float32' (full fp32 on GPUs whose XLA "
          "default is TF32; no effect on CPU); default false",
@@ -170,8 +170,8 @@ ITEMS_5_9: list[Item] = [
          "training curves, confusion matrix, classification report (and predict's explanations)", severity="Low"),
     # ------------------------------------------------------------------ 9 integration points
     item("9.1", "DDPTrainer correctly wraps models",
-         [T_TRAIN + "test_eight_devices_match_one", T_TRAIN + "test_two_processes_match_one"],
-         ["jaxkd.steps:replicate", "jaxkd.train:train@steps.replicate(state, mesh)"],
+         [T_TRAIN + "test_eight_devices_match_one", T_MP + "test_two_processes_with_coinciding_saves_match_one_process"],
+         ["jaxkd.steps:replicate", "jaxkd.train:_train@steps.replicate(state, mesh)"],
          ["—: torch_ref has no DDP"],
          "JAX equivalent of DDP: parameters and optimiser state replicated over the data mesh, the batch sharded on "
          "'data', gradients reduced by XLA in the jitted step: 8 simulated devices and 2 processes equal 1 device "

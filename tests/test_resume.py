@@ -142,8 +142,9 @@ def test_sigterm_on_an_epochs_last_step_finishes_the_epoch_first(reference, env,
 
 def test_second_run_on_a_live_workdir_is_refused(reference, env, tmp_path):
     """One workdir, one run: a second jaxkd.train is refused at once (exit 2, the holder named) and the first,
-    untouched, goes on; stopped and resumed it still ends bit-identical."""
-    p = subprocess.Popen(_cmd(tmp_path), cwd=ROOT, env=dict(env, **SLEEP), stdout=subprocess.DEVNULL,
+    untouched, goes on; stopped and resumed it still ends bit-identical. (4 s a step: the first run must still be
+    training when the two refused runs, each a whole CLI start on a loaded machine, are over.)"""
+    p = subprocess.Popen(_cmd(tmp_path), cwd=ROOT, env=dict(env, JAXKD_FAULT_SLEEP_S="4"), stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     try:
         t0 = time.time()
@@ -156,7 +157,7 @@ def test_second_run_on_a_live_workdir_is_refused(reference, env, tmp_path):
             assert second.returncode == 2, second.stderr[-2000:]
             errors = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
             assert len(errors) == 1 and f"is in use by a running jaxkd.train (pid {p.pid} on host" in errors[0]
-        assert p.poll() is None, "the first run was disturbed"
+        assert p.poll() is None and _steps_logged(tmp_path) < 12, "the first run was disturbed (or ended)"
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=120) == 0, p.stderr.read()[-2000:]
     finally:
@@ -201,3 +202,23 @@ def test_resume_on_fewer_devices(env, tmp_path):
     assert "resuming from step" in r.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["devices"] == 1 and summary["steps"] == 12
+
+
+def test_best_checkpoint_left_by_a_killed_run_is_replaced(tmp_path):
+    """A run killed after a best save of step 8 but before its periodic save of step 8 resumes from step 4, and
+    saves a best step 8 again: the old one is replaced (Orbax alone raises StepAlreadyExistsError; found by
+    `python -m jaxkd.faults`)."""
+    import jax.numpy as jnp
+
+    from jaxkd.checkpoint import Checkpoints
+
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(8, {"w": jnp.ones(3)}, {"epoch": 2}, best=True)
+    ckpts.wait()
+    ckpts.close()
+    ckpts = Checkpoints(tmp_path)  # the resumed run
+    ckpts.save(8, {"w": jnp.zeros(3)}, {"epoch": 2}, best=True)
+    ckpts.wait()
+    assert ckpts.best.all_steps() == [8]
+    assert float(ckpts.best.restore(8).state["w"].sum()) == 0.0
+    ckpts.close()
