@@ -301,16 +301,24 @@ def test_sharded_over_8_devices_equals_single_device(tmp_path):
 MULTIPROCESS_SCRIPT = textwrap.dedent("""
     import sys
     import jax
-    pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    pid, port, out, placement = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{{port}}", num_processes=2, process_id=pid)
     import numpy as np
     sys.path.insert(0, {tests!r})
     from test_pipeline import pipeline
+    from jaxkd.data.pipeline import HostImages
     assert jax.process_count() == 2 and jax.device_count() == 8 and jax.local_device_count() == 4
-    pipe = pipeline()  # default mesh: all 8 devices of both processes
+    read = []  # the dataset rows this process reads from host memory (placement 'host')
+    get = HostImages.__getitem__
+    HostImages.__getitem__ = lambda self, i: (read.extend(np.atleast_1d(self.rows[i]).tolist()), get(self, i))[1]
+    pipe = pipeline(placement=placement)  # default mesh: all 8 devices of both processes
+    assert pipe.placement == placement
+    read.clear()  # (building it read the training split once, for the normalisation statistics of 'custom' data)
     rows = {{}}
-    batches = list(pipe.train_batches(1, start_step=1, num_steps=2)) + list(pipe.eval_batches("val"))
+    batches = list(pipe.train_batches(1, start_step=1, num_steps=2))
+    rows["read_train"] = np.array(read, np.int64)
+    batches += list(pipe.eval_batches("val"))
     for i, b in enumerate(batches):
         for field in ("image", "label", "target", "mask"):
             for sh in getattr(b, field).addressable_shards:
@@ -319,9 +327,11 @@ MULTIPROCESS_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_two_processes_each_hold_only_their_shard(tmp_path):
+@pytest.mark.parametrize("placement", ["device", "host"])
+def test_two_processes_each_hold_only_their_shard(tmp_path, placement):
     """2 processes x 4 CPU devices (loopback coordinator): each process feeds only its half of the indices and
-    holds only its half of each batch, and the halves equal the single-process batches."""
+    holds only its half of each batch, and the halves equal the single-process batches. With the data on the host,
+    each process reads from host memory only the rows of its half."""
     import socket
 
     with socket.socket() as s:
@@ -331,19 +341,24 @@ def test_two_processes_each_hold_only_their_shard(tmp_path):
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     script = tmp_path / "mp.py"
     script.write_text(MULTIPROCESS_SCRIPT.format(tests=str(ROOT / "tests")))
-    procs = [subprocess.Popen([sys.executable, str(script), str(i), str(port), str(tmp_path / f"p{i}.npz")],
+    procs = [subprocess.Popen([sys.executable, str(script), str(i), str(port), str(tmp_path / f"p{i}.npz"),
+                               placement],
                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
-    pipe = pipeline()
+    pipe = pipeline(placement="host")
+    perm = epoch_permutation(3, 1, pipe.num_examples("train"))
     ref = host(list(pipe.train_batches(1, start_step=1, num_steps=2)) + list(pipe.eval_batches("val")))
     for pid in range(2):
         with np.load(tmp_path / f"p{pid}.npz") as z:
             starts = sorted({int(k.rsplit("_", 1)[1]) for k in z.files if k.startswith("0_image_")})
             assert starts == ([0, 4, 8, 12] if pid == 0 else [16, 20, 24, 28])  # only this process's rows
-            for key in z.files:
+            half = np.concatenate([perm[s * 32:(s + 1) * 32][16 * pid:16 * (pid + 1)] for s in (1, 2)])
+            want_read = pipe.splits["train"][0].rows[half] if placement == "host" else np.zeros(0, np.int64)
+            np.testing.assert_array_equal(np.sort(z["read_train"]), np.sort(want_read))
+            for key in (k for k in z.files if k != "read_train"):
                 i, field, start = key.split("_")
                 want = getattr(ref[int(i)], field)[int(start):int(start) + len(z[key])]
                 np.testing.assert_array_equal(z[key], want, err_msg=f"process {pid} {key}")
@@ -376,4 +391,6 @@ def test_bench_data_cli_json(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["images_per_s"] > 0 and 0 < res["share_of_step"] < 1 and res["batch_size"] == 16
     assert res["model"] == "DeiT-Custom (depth 1)"
+    assert set(res["placements"]) == {"device", "host"}  # both placements, side by side
+    assert all(r["images_per_s"] > 0 and 0 < r["share_of_step"] < 1 for r in res["placements"].values())
     assert "augmented images/s" in capsys.readouterr().out

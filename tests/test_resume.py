@@ -68,9 +68,9 @@ def _val_logged(workdir, step: int) -> bool:
                               for x in f.read_text().splitlines() if x.strip())
 
 
-def _start_and_kill(workdir, env, *, when, sig=signal.SIGKILL, timeout=300) -> int:
+def _start_and_kill(workdir, env, *extra, when, sig=signal.SIGKILL, timeout=300) -> int:
     """Starts a run, waits until `when(workdir)` is true, sends `sig`; returns the exit code."""
-    p = subprocess.Popen(_cmd(workdir), cwd=ROOT, env=dict(env, **SLEEP), stdout=subprocess.DEVNULL,
+    p = subprocess.Popen(_cmd(workdir, *extra), cwd=ROOT, env=dict(env, **SLEEP), stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while not when(workdir):
@@ -114,6 +114,16 @@ def test_kill9_then_rerun_is_bit_identical(point, reference, env, tmp_path):
     assert "names a run that is no longer running" in r.stderr  # the killed run's lock, taken over
     print(f"{point}: killed after step {killed_at}; restart printed: "
           f"{[line for line in r.stdout.splitlines() if 'resuming' in line]}")
+    assert _sha(tmp_path) == reference
+
+
+def test_host_placement_killed_and_rerun_ends_on_the_device_runs_parameters(reference, env, tmp_path):
+    """The images on the host (each batch's rows read by the host, augmented on the device) give the same batches
+    as the default device copy: killed mid-epoch and rerun, the run ends bit-identical to the reference."""
+    host = "--config.data.placement=host"
+    assert _start_and_kill(tmp_path, env, host, when=KILL_POINTS["mid-epoch-2"]) == -signal.SIGKILL
+    _finish(tmp_path, env, host)
+    assert json.loads((tmp_path / "config.json").read_text())["data"]["placement"] == "host"
     assert _sha(tmp_path) == reference
 
 

@@ -47,13 +47,14 @@ def base_config() -> ConfigDict:
     )
     data = _section(
         dataset="cifar",  # mnist | cifar | digits | custom
-        source="tfds:cifar10",  # jaxkd: tfds:NAME | npz:PATH | mnist-idx:DIR | cifar-python:PATH | folder:PATH | digits
+        source="tfds:cifar10",  # jaxkd: tfds:NAME | npz:PATH | npy:DIR | mnist-idx:DIR | cifar-python:PATH | folder:PATH | digits
         data_dir="",  # jaxkd: TFDS data_dir / manual dir ('' = TFDS default). The original's data_path.
         batch_size=64,  # jaxkd: the GLOBAL batch (the original's was per device)
         eval_batch_size=0,  # jaxkd: 0 = batch_size
         val_size=5000,  # jaxkd: examples held out from train for validation (the original validated on test)
         image_size=0,  # 0 = the source's native size (the original: 224, custom datasets only)
         max_examples=0,  # jaxkd: 0 = all; > 0 caps each split (train, val, test) deterministically (smoke runs)
+        placement="auto",  # jaxkd: device (uint8 copy on every device) | host (rows read per batch) | auto (by size)
         normalization=_section(mean=[], std=[]),  # [] = per-dataset default (SPEC §5), else computed from train split
         augmentation=aug,
     )
@@ -201,6 +202,7 @@ RULES: dict[str, Callable] = {
     "data.val_size": _rng(0),
     "data.image_size": _rng(0),
     "data.max_examples": _rng(0),
+    "data.placement": _choice("auto", "device", "host"),
     "data.normalization.std": lambda v, c: None if all(x > 0 for x in v) else "must be > 0",
     "data.normalization.mean": lambda v, c: (
         None if len(v) == len(c.data.normalization.std) else "must have as many entries as data.normalization.std"),

@@ -2,11 +2,15 @@
 
     python -m jaxkd.data preview --config configs/vit_cifar.py --out grid.png [--num-images 64] [--epoch 0]
     python -m jaxkd.data info --config configs/quickstart.py
+    python -m jaxkd.data export --config configs/cifar_cnn.py --config.data.source=folder:IMAGES --out DIR
 
 ``preview`` writes a PNG grid of augmented (and mixed) training images exactly as the pipeline produces them,
 un-normalised, each captioned with its target class (when MixUp/CutMix mixed it: the main class, its weight and
 the partner class).
-``info`` prints the splits, class counts and normalisation. Both accept ``--config.a.b=value`` overrides.
+``info`` prints the splits, class counts and normalisation. ``export`` decodes the config's ``data.source`` once
+(at ``data.image_size``) and writes it as an ``npy:`` folder, which training then memory-maps
+(``--config.data.source=npy:DIR``; with ``--config.data.placement=host`` or ``auto`` the images stay on the host and
+each process reads only its rows of each batch). All accept ``--config.a.b=value`` overrides.
 """
 
 from __future__ import annotations
@@ -89,6 +93,19 @@ def info(config) -> str:
     return "\n".join(lines)
 
 
+def export(config, out: str) -> str:
+    """Writes the config's dataset (``data.source`` at ``data.image_size``) to ``out`` as an ``npy:`` folder."""
+    from jaxkd.data.sources import load_arrays, save_npy_dir
+
+    d = config.data
+    ds = load_arrays(d.source, data_dir=d.data_dir, image_size=int(d.image_size or 0))
+    save_npy_dir(ds, out)
+    gib = (ds.x_train.nbytes + ds.x_test.nbytes) / 2**30
+    return (f"wrote {out}: {len(ds.y_train)} train + {len(ds.y_test)} test images "
+            f"{'x'.join(map(str, ds.image_shape))} uint8 ({gib:.2f} GiB); train on it with "
+            f"--config.data.source=npy:{out}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from jaxkd.config import ConfigError, add_config_args, parse_config_args
     from jaxkd.data.sources import DataError
@@ -100,12 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--num-images", type=int, default=64, help="images in the grid (default 64)")
     p.add_argument("--epoch", type=int, default=0, help="which epoch's first batch (default 0)")
     add_config_args(sub.add_parser("info", help="print splits, class counts and normalisation"))
+    p = add_config_args(sub.add_parser("export", help="write the config's data as an npy: folder (memory-mapped)"))
+    p.add_argument("--out", required=True, help="output folder")
     try:
         args, config = parse_config_args(parser, argv)
         if args.command == "preview":
             if args.num_images < 1:
                 raise DataError("--num-images must be >= 1")
             print(f"wrote {preview(config, args.out, args.num_images, args.epoch)}")
+        elif args.command == "export":
+            print(export(config, args.out))
         else:
             print(info(config))
     except (ConfigError, DataError) as e:

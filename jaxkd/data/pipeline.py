@@ -1,11 +1,19 @@
-"""The on-device batch pipeline: uint8 dataset on the accelerator, per-epoch permutation, jit-compiled augmentation.
+"""The batch pipeline: uint8 data on the accelerator (or the host), per-epoch permutation, jit-compiled augmentation.
 
-The whole dataset lives on the device mesh as uint8 (replicated over the mesh). Each step the host cuts the next
-``batch_size`` indices from the epoch's permutation (:func:`epoch_permutation`, a function of (seed, epoch)), each
-process hands only its shard of them to ``jax.make_array_from_process_local_data``, and ONE jitted function
-gathers the images, augments them per sample (``jaxkd.data.augment``), mixes them (MixUp/CutMix) and returns a
-:class:`Batch` sharded over the mesh's ``data`` axis. The host never touches pixels, and because jit dispatch is
-asynchronous the next batch is prepared while the previous training step runs.
+Placement ``device`` (the default when it fits): the whole dataset lives on the device mesh as uint8 (replicated
+over the mesh). Each step the host cuts the next ``batch_size`` indices from the epoch's permutation
+(:func:`epoch_permutation`, a function of (seed, epoch)), each process hands only its shard of them to
+``jax.make_array_from_process_local_data``, and ONE jitted function gathers the images, augments them per sample
+(``jaxkd.data.augment``), mixes them (MixUp/CutMix) and returns a :class:`Batch` sharded over the mesh's ``data``
+axis. The host never touches pixels, and because jit dispatch is asynchronous the next batch is prepared while the
+previous training step runs.
+
+Placement ``host`` (data larger than the device's memory): the images stay in host memory — memory-mapped when the
+source is (``npy:DIR``) — and each process reads only the rows of ITS shard of each global batch, one batch ahead on
+a background thread, and puts them on its devices; the same jitted augmentation then runs on the device. Both
+placements produce bit-identical batches for the same seed (tested). ``data.placement = 'auto'`` picks ``host``
+when the uint8 splits would take more than a quarter of the free memory of a local device, or when the source is
+memory-mapped and the device reports no memory statistics (CPU: its "device" memory is the host's RAM).
 
 Determinism: the permutation depends on (seed, epoch) and the augmentation key on (seed, epoch, step), so
 ``train_batches(epoch, start_step=k)`` yields exactly the batches k, k+1, ... of an uninterrupted epoch (resume),
@@ -18,6 +26,8 @@ padded to the full batch size with ``mask`` False on the padding, so one compile
 
 from __future__ import annotations
 
+import concurrent.futures
+import mmap
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
@@ -28,7 +38,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from jaxkd.data.sources import DataError, Dataset, load_arrays
 
 __all__ = ["Batch", "DataPipeline", "FROM_CONFIG", "SPEC_NORMALIZATION", "make_data_mesh", "split_validation", "cap_examples",
-           "normalization_stats", "epoch_permutation", "process_local_rows"]
+           "normalization_stats", "epoch_permutation", "process_local_rows", "PLACEMENTS", "HostImages",
+           "choose_placement"]
 
 #: SPEC §5 normalisation (mean, std) per ``data.dataset``; other datasets use statistics of their training split.
 SPEC_NORMALIZATION = {
@@ -144,6 +155,65 @@ def process_local_rows(sharding: NamedSharding, n: int) -> slice:
     return slice(lo, hi)
 
 
+PLACEMENTS = ("auto", "device", "host")
+
+
+def _memory_mapped(a: np.ndarray) -> bool:
+    while a is not None:
+        if isinstance(a, (np.memmap, mmap.mmap)):
+            return True
+        a = getattr(a, "base", None)
+    return False
+
+
+class HostImages:
+    """Rows ``rows`` of a host uint8 image array (often memory-mapped), read on demand: ``x[i]`` for a slice or an
+    index array returns those images as a new array, reading the source in increasing row order (sequential on
+    disk) whatever order is asked for. Has ``shape``, ``dtype``, ``size``, ``nbytes`` and ``len`` like the array it
+    stands for, so split statistics can walk it in chunks without loading it whole."""
+
+    def __init__(self, source: np.ndarray, rows: np.ndarray):
+        self.source, self.rows = source, np.asarray(rows, np.int64)
+        self.shape = (len(self.rows), *source.shape[1:])
+        self.dtype = source.dtype
+        self.size = int(np.prod(self.shape))
+        self.nbytes = self.size * self.dtype.itemsize
+        self.memory_mapped = _memory_mapped(source)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i) -> np.ndarray:
+        want = self.rows[i]
+        if isinstance(i, slice):
+            return np.asarray(self.source[want])
+        order = np.argsort(want, kind="stable")
+        out = np.empty((len(want), *self.shape[1:]), self.dtype)
+        out[order] = self.source[want[order]]
+        return out
+
+
+def choose_placement(requested: str, nbytes: int, devices: Sequence[jax.Device], memory_mapped: bool) -> str:
+    """'device' or 'host' for a dataset whose splits take ``nbytes`` as uint8.
+
+    'device' and 'host' are kept; 'auto' gives 'host' when ``nbytes`` exceeds a quarter of the smallest free memory
+    (``bytes_limit - bytes_in_use``) among ``devices`` — the rest is for the model, its optimiser state and
+    activations — or, on devices without memory statistics (CPU), when the source is memory-mapped; else 'device'.
+    """
+    if requested not in PLACEMENTS:
+        raise DataError(f"data.placement = {requested!r}: choose 'auto', 'device' or 'host'")
+    if requested != "auto":
+        return requested
+    free = []
+    for d in devices:
+        stats = d.memory_stats() if hasattr(d, "memory_stats") else None
+        if stats and stats.get("bytes_limit"):
+            free.append(int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
+    if not free:
+        return "host" if memory_mapped else "device"
+    return "host" if nbytes > min(free) // 4 else "device"
+
+
 FROM_CONFIG = object()  # sentinel: build the transform from the config
 
 
@@ -192,12 +262,20 @@ class DataPipeline:
                 raise DataError(f"data.{field} = {b} must be a positive multiple of the {self.num_shards} devices "
                                 f"on the mesh axis '{data_axis}'")
         max_examples = int(_get(data_cfg, "max_examples", 0) or 0)
-        x_tr, y_tr, x_val, y_val = split_validation(dataset.x_train, dataset.y_train,
-                                                    int(_get(data_cfg, "val_size", 0) or 0), self.seed)
-        x_tr, y_tr = cap_examples(x_tr, y_tr, max_examples, self.seed, 0)
-        x_val, y_val = cap_examples(x_val, y_val, max_examples, self.seed, 1)
-        x_te, y_te = cap_examples(dataset.x_test, dataset.y_test, max_examples, self.seed, 2)
-        self.splits = {"train": (x_tr, y_tr), "val": (x_val, y_val), "test": (x_te, y_te)}
+        # the rows of each split (the same functions on row numbers instead of images: nothing is copied yet)
+        r_tr, _, r_val, _ = split_validation(*(np.arange(len(dataset.y_train)),) * 2,
+                                             int(_get(data_cfg, "val_size", 0) or 0), self.seed)
+        rows = {"train": (dataset.x_train, dataset.y_train, cap_examples(r_tr, r_tr, max_examples, self.seed, 0)[0]),
+                "val": (dataset.x_train, dataset.y_train, cap_examples(r_val, r_val, max_examples, self.seed, 1)[0]),
+                "test": (dataset.x_test, dataset.y_test,
+                         cap_examples(*(np.arange(len(dataset.y_test)),) * 2, max_examples, self.seed, 2)[0])}
+        nbytes = sum(len(r) * int(np.prod(x.shape[1:])) for x, _, r in rows.values())
+        mapped = _memory_mapped(dataset.x_train) or _memory_mapped(dataset.x_test)
+        self.placement = choose_placement(str(_get(data_cfg, "placement", "auto") or "auto"), nbytes,
+                                          list(self.mesh.local_devices), mapped)
+        host = self.placement == "host"
+        self.splits = {k: (HostImages(x, r) if host else x[r], y[r]) for k, (x, y, r) in rows.items()}
+        x_tr = self.splits["train"][0]
         if len(x_tr) < self.batch_size:
             raise DataError(f"data.batch_size = {self.batch_size} is larger than the {len(x_tr)} training examples "
                             f"(after the validation split); lower --config.data.batch_size")
@@ -215,8 +293,11 @@ class DataPipeline:
         self._device: dict[str, tuple[jax.Array, jax.Array]] = {}
         self._rows: dict[int, slice] = {}
         self._base_key = jax.random.fold_in(jax.random.key(self.seed), 0x64617461)
-        self._train_step = self._jit(self._train_fn)
-        self._eval_step = self._jit(self._eval_fn)
+        if host:  # the host gathers this process's rows; the device augments them
+            self._train_step, self._eval_step = self._jit(self._augment_train), self._jit(self._prepare_eval)
+            self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxkd-data")
+        else:  # one jitted function gathers from the device copy and augments
+            self._train_step, self._eval_step = self._jit(self._train_fn), self._jit(self._eval_fn)
 
     @classmethod
     def from_config(cls, config, *, mesh: Mesh | None = None, dataset: Dataset | None = None,
@@ -262,16 +343,39 @@ class DataPipeline:
         """The split's uint8 images (N, H, W, C) and int32 labels (N,), replicated on every device of the mesh."""
         if split not in self._device:
             x, y = self._split(split)
+            x = x[:] if isinstance(x, HostImages) else x
             put = lambda a: jax.make_array_from_callback(a.shape, self._replicated, lambda i: a[i])  # noqa: E731
             self._device[split] = (put(x), put(y))
         return self._device[split]
 
-    def _global_indices(self, idx: np.ndarray) -> jax.Array:
+    def _local(self, idx: np.ndarray) -> np.ndarray:
+        """The entries of a global batch's indices that this process's devices hold."""
         if len(idx) not in self._rows:
             self._rows[len(idx)] = process_local_rows(self._sharded, len(idx))
-        rows = self._rows[len(idx)]
-        return jax.make_array_from_process_local_data(self._sharded, np.ascontiguousarray(idx[rows], np.int32),
+        return idx[self._rows[len(idx)]]
+
+    def _global_indices(self, idx: np.ndarray) -> jax.Array:
+        return jax.make_array_from_process_local_data(self._sharded, np.ascontiguousarray(self._local(idx), np.int32),
                                                       (len(idx),))
+
+    def _host_rows(self, split: str, idx: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        """(images, labels) of the global batch ``idx`` of ``split`` as arrays sharded over the mesh, this process
+        reading from host memory only the rows of its own shard."""
+        x, y = self._split(split)
+        local = self._local(idx)
+        put = lambda a, full: jax.make_array_from_process_local_data(self._sharded, a, full)  # noqa: E731
+        return (put(x[local], (len(idx), *x.shape[1:])), put(np.ascontiguousarray(y[local]), (len(idx),)))
+
+    def _ahead(self, calls: Iterator[Callable[[], Any]]) -> Iterator[Any]:
+        """Runs each call of ``calls`` on the reader thread one ahead of the consumer (host placement)."""
+        pending = None
+        for call in calls:
+            nxt = self._reader.submit(call)
+            if pending is not None:
+                yield pending.result()
+            pending = nxt
+        if pending is not None:
+            yield pending.result()
 
     # -- jitted per-step functions ------------------------------------------------------------------------------
     def _ensure_transforms(self) -> None:
@@ -302,10 +406,13 @@ class DataPipeline:
         return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, P(self.data_axis)), tree)
 
     def _train_fn(self, x_all, y_all, idx, epoch, step):
-        key = jax.random.fold_in(jax.random.fold_in(self._base_key, epoch), step)
-        k_aug, k_mix = jax.random.split(key)
         images = self._constrain(jnp.take(x_all, idx, axis=0))
         labels = self._constrain(jnp.take(y_all, idx, axis=0))
+        return self._augment_train(images, labels, epoch, step)
+
+    def _augment_train(self, images, labels, epoch, step):
+        key = jax.random.fold_in(jax.random.fold_in(self._base_key, epoch), step)
+        k_aug, k_mix = jax.random.split(key)
         x = self.train_transform(k_aug, images)
         teacher = self.eval_transform(images) if self.teacher_view == "clean" else None
         if self.mix is not None:
@@ -319,8 +426,11 @@ class DataPipeline:
     def _eval_fn(self, x_all, y_all, idx, n_valid):
         images = self._constrain(jnp.take(x_all, idx, axis=0))
         labels = self._constrain(jnp.take(y_all, idx, axis=0))
+        return self._prepare_eval(images, labels, n_valid)
+
+    def _prepare_eval(self, images, labels, n_valid):
         x = self.eval_transform(images).astype(jnp.float32)
-        mask = jnp.arange(idx.shape[0]) < n_valid
+        mask = jnp.arange(labels.shape[0]) < n_valid
         target = jax.nn.one_hot(labels, self.num_classes, dtype=jnp.float32)
         return self._constrain(Batch(x, labels, target, None, mask))
 
@@ -337,9 +447,15 @@ class DataPipeline:
             raise DataError(f"start_step {start_step} is outside the epoch's {steps} steps")
         end = steps if num_steps is None else min(steps, start_step + int(num_steps))
         self._ensure_transforms()
-        x_all, y_all = self.device_arrays("train")
         perm = epoch_permutation(self.seed, epoch, self.num_examples("train"))
         b = self.batch_size
+        if self.placement == "host":
+            reads = (lambda s=step: self._host_rows("train", perm[s * b:(s + 1) * b])
+                     for step in range(start_step, end))
+            for step, (images, labels) in zip(range(start_step, end), self._ahead(reads)):
+                yield self._train_step(images, labels, np.int32(epoch), np.int32(step))
+            return
+        x_all, y_all = self.device_arrays("train")
         for step in range(start_step, end):
             idx = self._global_indices(perm[step * b:(step + 1) * b])
             yield self._train_step(x_all, y_all, idx, np.int32(epoch), np.int32(step))
@@ -352,10 +468,18 @@ class DataPipeline:
         """
         self._ensure_transforms()
         n = self.num_examples(split)
-        x_all, y_all = self.device_arrays(split) if n else (None, None)
         b = self.eval_batch_size
+        batches = []
         for start in range(0, n, b):
             idx = np.arange(start, start + b)
             valid = min(b, n - start)
             idx[valid:] = 0
+            batches.append((idx, valid))
+        if self.placement == "host":
+            reads = (lambda i=idx: self._host_rows(split, i) for idx, _ in batches)
+            for (_, valid), (images, labels) in zip(batches, self._ahead(reads)):
+                yield self._eval_step(images, labels, np.int32(valid))
+            return
+        x_all, y_all = self.device_arrays(split) if n else (None, None)
+        for idx, valid in batches:
             yield self._eval_step(x_all, y_all, self._global_indices(idx), np.int32(valid))

@@ -5,6 +5,9 @@
 =====================  ====================================================================================
 ``tfds:NAME``          a TensorFlow-Datasets dataset, read without TensorFlow (:mod:`jaxkd.data.tfds_builders`)
 ``npz:PATH``           an ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test`` (+ optional ``class_names``)
+``npy:DIR``            a folder of ``x_train.npy``, ``y_train.npy``, ``x_test.npy``, ``y_test.npy`` (+ optional
+                       ``class_names.json``); the images are memory-mapped, never read whole (data larger than RAM
+                       or the device; write one from any source with ``python -m jaxkd.data export``)
 ``mnist-idx:DIR``      the original MNIST idx files (plain or ``.gz``; a torchvision ``MNIST/raw`` folder works)
 ``cifar-python:PATH``  the CIFAR-10/100 python archive (``.tar.gz``) or its extracted ``cifar-*-py*`` folder
 ``folder:PATH``        images laid out ``split/class/image`` (``train`` and ``test``), a directory or .tar(.gz)
@@ -26,12 +29,13 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["DataError", "Dataset", "load_arrays", "validate", "resize_images", "load_npz", "load_digits",
-           "SOURCE_KINDS", "LOCAL_ALTERNATIVES"]
+           "SOURCE_KINDS", "LOCAL_ALTERNATIVES", "load_npy_dir", "save_npy_dir"]
 
-SOURCE_KINDS = ("tfds:", "npz:", "mnist-idx:", "cifar-python:", "folder:", "digits")
+SOURCE_KINDS = ("tfds:", "npz:", "npy:", "mnist-idx:", "cifar-python:", "folder:", "digits")
 
 #: Shown whenever a download cannot happen: the sources that need no network.
 LOCAL_ALTERNATIVES = ("use a local source instead: --config.data.source=npz:PATH (x_train, y_train, x_test, y_test), "
+                      "npy:DIR (the same as .npy files, memory-mapped), "
                       "mnist-idx:DIR (MNIST idx files), cifar-python:PATH (cifar-10-python.tar.gz or "
                       "cifar-10-batches-py/), folder:PATH (split/class/image dir or .tar.gz), or digits (bundled, "
                       "no download)")
@@ -199,6 +203,52 @@ def load_npz(path: str) -> Dataset:
     return Dataset(x_train, y_train, x_test, y_test, names, name=Path(path).stem, source=where)
 
 
+def load_npy_dir(path: str) -> Dataset:
+    """Reads a folder of x_train.npy, y_train.npy, x_test.npy, y_test.npy (+ optional class_names.json, a list of
+    str). The image files are memory-mapped (``np.load(mmap_mode='r')``): pages are read when a batch needs them."""
+    import json
+
+    where = f"npy:{path}"
+    if not os.path.isdir(path):
+        raise DataError(f"{where}: folder not found (expected {', '.join(k + '.npy' for k in NPZ_KEYS)}; write one "
+                        f"with python -m jaxkd.data export --config PRESET --out {path})")
+    arrays = []
+    for key in NPZ_KEYS:
+        f = os.path.join(path, key + ".npy")
+        if not os.path.isfile(f):
+            raise DataError(f"{where}: {key}.npy missing (expected {', '.join(k + '.npy' for k in NPZ_KEYS)})")
+        try:
+            arrays.append(np.load(f, mmap_mode="r" if key.startswith("x") else None, allow_pickle=False))
+        except Exception as e:  # ValueError (pickled / bad header), OSError
+            raise DataError(f"{where}: cannot read {key}.npy ({type(e).__name__}: {e}); save it with np.save") from None
+    names = None
+    names_file = os.path.join(path, "class_names.json")
+    if os.path.isfile(names_file):
+        try:
+            names = json.loads(Path(names_file).read_text())
+            assert isinstance(names, list) and all(isinstance(n, str) for n in names)
+        except (ValueError, AssertionError, UnicodeDecodeError):
+            raise DataError(f"{where}: class_names.json must be a JSON list of strings, one per class") from None
+    x_train, y_train, x_test, y_test, names = validate(where, *arrays, class_names=names)
+    return Dataset(x_train, y_train, x_test, y_test, names, name=Path(path).name, source=where)
+
+
+def save_npy_dir(ds: Dataset, out: str | os.PathLike) -> Path:
+    """Writes ``ds`` as an ``npy:`` folder (the four arrays as .npy, class_names.json), each file atomically."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"x_train.npy": ds.x_train, "y_train.npy": ds.y_train, "x_test.npy": ds.x_test, "y_test.npy": ds.y_test}
+    for name, a in files.items():
+        tmp = out / (name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(a), allow_pickle=False)
+        os.replace(tmp, out / name)
+    (out / "class_names.json").write_text(json.dumps(list(ds.class_names)) + "\n")
+    return out
+
+
 DIGITS_TEST = 360  # the last 360 of sklearn's 1,797 digits (about 20 %, written by other people) are the test split
 
 
@@ -224,7 +274,8 @@ def load_arrays(source: str, *, data_dir: str = "", image_size: int = 0, num_cla
     """Loads the dataset named by a ``data.source`` string.
 
     Args:
-      source: ``tfds:NAME`` | ``npz:PATH`` | ``mnist-idx:DIR`` | ``cifar-python:PATH`` | ``folder:PATH`` | ``digits``.
+      source: ``tfds:NAME`` | ``npz:PATH`` | ``npy:DIR`` | ``mnist-idx:DIR`` | ``cifar-python:PATH`` | ``folder:PATH``
+        | ``digits``.
       data_dir: TFDS data_dir ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets); also where jaxkd's own TFDS builders
         look for archives (``data_dir``, ``data_dir/downloads/manual``) before downloading.
       image_size: 0 keeps the native size; > 0 resizes every image to (image_size, image_size) bilinearly.
@@ -239,10 +290,12 @@ def load_arrays(source: str, *, data_dir: str = "", image_size: int = 0, num_cla
     if kind == "digits" and not arg:
         ds = load_digits()
     elif not arg and kind != "digits":
-        raise DataError(f"data.source {source!r}: expected one of tfds:NAME, npz:PATH, mnist-idx:DIR, "
+        raise DataError(f"data.source {source!r}: expected one of tfds:NAME, npz:PATH, npy:DIR, mnist-idx:DIR, "
                         f"cifar-python:PATH, folder:PATH or digits")
     elif kind == "npz":
         ds = load_npz(os.path.expanduser(arg))
+    elif kind == "npy":
+        ds = load_npy_dir(os.path.expanduser(arg))
     elif kind == "mnist-idx":
         from jaxkd.data.formats import load_mnist_idx
         ds = load_mnist_idx(os.path.expanduser(arg))
@@ -257,7 +310,7 @@ def load_arrays(source: str, *, data_dir: str = "", image_size: int = 0, num_cla
         ds = load_tfds(arg, data_dir=os.path.expanduser(data_dir))
     else:
         raise DataError(f"data.source {source!r}: unknown kind {kind!r}; expected one of tfds:NAME, npz:PATH, "
-                        f"mnist-idx:DIR, cifar-python:PATH, folder:PATH or digits")
+                        f"npy:DIR, mnist-idx:DIR, cifar-python:PATH, folder:PATH or digits")
     if num_classes:
         top = max(int(ds.y_train.max()), int(ds.y_test.max()))
         if top >= num_classes:
