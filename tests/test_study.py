@@ -271,3 +271,24 @@ def test_t_quantiles_match_scipy():
     for df in (1, 2, 3, 4, 9, 10, 29, 30, 31, 45, 100, 1000):
         assert stats.t975(df, use_scipy=False) == pytest.approx(t.ppf(0.975, df), abs=2e-5), df
         assert stats.t975(df) == pytest.approx(t.ppf(0.975, df), rel=1e-12)
+
+
+def test_mnist_suite_smoke_end_to_end(shared_data_dir, tmp_path):
+    """The `mnist` suite's --smoke through the CLI on the real MNIST (seconds a run): teacher, ViT and both
+    distilled DeiTs train, and RESULTS.md / results.json hold every run with the distilled runs paired to the ViT."""
+    r = _study(["mnist", "--workdir", "m", "--smoke", "--seeds", "1"], tmp_path, _env(tmp_path / "jax_cache"))
+    assert r["rc"] == 0, r["stdout"][-3000:] + r["stderr"][-3000:]
+    res = _results(tmp_path / "m")
+    assert res["suite"] == "mnist" and res["smoke"] is True
+    assert {n: x["role"] for n, x in res["runs"].items()} == {
+        "cnn": "teacher", "vit": "baseline", "deit_hard": "distilled", "deit_soft": "distilled"}
+    for name, x in res["runs"].items():
+        assert list(x["test_accuracy"]["per_seed"]) == ["0"], name
+        assert 0.0 <= x["test_accuracy"]["mean"] <= 1.0 and x["images_per_s"] > 0, name
+    for name in ("deit_hard", "deit_soft"):
+        x = res["runs"][name]
+        assert x["twin"] == "vit" and x["teacher"] == "cnn" and x["delta"]["n"] == 1
+        kd = json.loads((tmp_path / "m" / name / "seed0" / "config.json").read_text())
+        assert kd["distillation"]["distillation_type"] == name.split("_")[1]
+    md = (tmp_path / "m" / "RESULTS.md").read_text()
+    assert "# Study `mnist`" in md and "| deit_soft | vit |" in md and "| cnn | teacher |" in md
