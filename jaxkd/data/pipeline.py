@@ -178,7 +178,6 @@ class HostImages:
         self.dtype = source.dtype
         self.size = int(np.prod(self.shape))
         self.nbytes = self.size * self.dtype.itemsize
-        self.memory_mapped = _memory_mapped(source)
 
     def __len__(self) -> int:
         return len(self.rows)
