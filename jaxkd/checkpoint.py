@@ -113,19 +113,21 @@ def _os_errno(chain: list[BaseException]) -> int | None:
     m = re.search(r"os_error_code='(\d+)'", text)
     if m:
         return int(m.group(1))
-    for code in (errno.ENOSPC, errno.EROFS, errno.EACCES):
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
         if os.strerror(code) in text:
             return code
     return None
 
 
 def write_error(directory: Path, step: int | None, nbytes: int, e: BaseException,
-                latest: int | None = None) -> CheckpointWriteError:
+                latest: int | None = None, what: str | None = None) -> CheckpointWriteError:
     """The one-line CheckpointWriteError for a failed save of `step` (about `nbytes`) into `directory`; `latest`:
-    the newest checkpoint on disk, which a rerun resumes from."""
+    the newest checkpoint on disk, which a rerun resumes from; `what`: the thing written, when it is not a
+    checkpoint step or the exported model (a run's metrics, its report)."""
     import shutil
 
-    what = f"checkpoint step {step}" if step is not None else "the exported model"
+    if what is None:
+        what = f"checkpoint step {step}" if step is not None else "the exported model"
     chain = [e]
     while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 8:
         chain.append(nxt)
@@ -143,15 +145,38 @@ def write_error(directory: Path, step: int | None, nbytes: int, e: BaseException
         resume = "run the same command again (it resumes from the newest checkpoint on disk)"
     else:
         resume = "run the same command again (no checkpoint was on disk yet: it starts afresh)"
-    if code == errno.ENOSPC:
-        return CheckpointWriteError(f"could not write {what} to {directory}: no space left on device (it needs "
-                                    f"about {nbytes / 2**20:.1f} MiB{free}); free space there, then {resume}")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        need = f"it needs about {nbytes / 2**20:.1f} MiB{free}" if nbytes else free.lstrip(", ")
+        return CheckpointWriteError(f"could not write {what} to {directory}: no space left on device ({need}); "
+                                    f"free space there, then {resume}")
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return CheckpointWriteError(f"could not write {what} to {directory}: {os.strerror(code).lower()}; make it "
                                     f"writable (or move the workdir), then {resume}")
     cause = f"; cause: {describe(chain[-1], 160)}" if len(chain) > 1 else ""
     return CheckpointWriteError(f"could not write {what} to {directory} ({describe(e, 160)}{cause}); fix the "
                                 f"cause, then {resume}")
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def workdir_write_error(e: OSError, workdir: Path, ckpts: "Checkpoints | None") -> BaseException:
+    """What a run reports when writing one of its own files (metrics.jsonl, report.json, ...) fails for want of
+    space or permission: the failure of a checkpoint save still in flight, if there is one (that names the step),
+    else the one-line CheckpointWriteError for the file. Waits for the in-flight saves, so that none is left
+    half-written by the exit (nor prints TensorStore's tracebacks at interpreter shutdown). Any other error is
+    returned as it is."""
+    if e.errno not in DISK_ERRNOS:
+        return e
+    latest = None
+    if ckpts is not None:
+        try:
+            ckpts.wait()
+        except CheckpointWriteError as saved:
+            return saved
+        latest = ckpts._committed()
+    path = Path(e.filename) if e.filename else workdir
+    return write_error(path.parent, None, 0, e, latest, what=path.name)
 
 
 class _OrbaxWriteNoise(logging.Filter):

@@ -21,8 +21,16 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Writes JSON through a temporary file and a rename, so a killed run never leaves half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:  # (a full disk): no stray temporary file, and the error names the file meant
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # (a read-only disk)
+            pass
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 def _json_default(x):
@@ -211,6 +219,9 @@ class Status:
 
         assert phase in self.PHASES, phase
         if self.enabled and phase != self.phase and self.path.parent.is_dir():
-            write_json_atomic(self.path, {"phase": phase, "step": int(step), "pid": os.getpid(),
-                                          "since": round(time.time(), 3)})
+            try:
+                write_json_atomic(self.path, {"phase": phase, "step": int(step), "pid": os.getpid(),
+                                              "since": round(time.time(), 3)})
+            except OSError:  # advisory: a full or read-only disk is reported by the run's own writes
+                pass
         self.phase = phase

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -180,14 +181,17 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     multi = jax.process_count() > 1
     stop = _StopOnSignal()  # from here on a SIGTERM / SIGINT is answered by a checkpoint at the next sync point
     lock = ckpt_lib.WorkdirLock(workdir)  # one run per workdir (held by process 0)
+    run = types.SimpleNamespace(ckpts=None)  # what _train has opened, for the error path below
     try:
-        return _train(cfg, Path(workdir), force, t_start, is_main, multi, stop, lock)
+        return _train(cfg, Path(workdir), force, t_start, is_main, multi, stop, lock, run)
+    except OSError as e:  # a full or read-only disk under one of the run's own files: one line, saves finished
+        raise ckpt_lib.workdir_write_error(e, Path(workdir), run.ckpts) from e
     finally:
         lock.release()
         stop.restore()
 
 
-def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock) -> dict:
+def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dict:
     status = reporting.Status(workdir, enabled=is_main)
     stale = None  # the holder named by a lock file that a killed run left behind
     if is_main and workdir.is_dir():  # before --force may move a run aside; a new workdir is locked on creation
@@ -275,7 +279,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock) -> dict:
         reporting.write_json_atomic(workdir / "data.json", {
             "class_names": list(data.class_names), "image_shape": list(data.image_shape),
             "mean": [float(v) for v in np.ravel(data.mean)], "std": [float(v) for v in np.ravel(data.std)]})
-    ckpts = ckpt_lib.Checkpoints(workdir, keep=cfg.logging.keep_checkpoints)
+    ckpts = run.ckpts = ckpt_lib.Checkpoints(workdir, keep=cfg.logging.keep_checkpoints)
     writer = reporting.MetricWriter(workdir / "metrics.jsonl" if is_main else None)
     start_step, restored, meta = ckpts.restore_newest_good(state, log=lambda m: print(m, file=sys.stderr))
     if start_step is not None:
