@@ -248,6 +248,10 @@ class Checkpoints:
             return ocp.CheckpointManager(self.workdir / sub, options=options, item_names=("state", "meta"))
 
         self._pending: dict[int, tuple] = {}  # per manager: (directory, step, bytes) of its newest save
+        # Half-written steps a killed run left (Orbax's cleanup_tmp_directories removes them below): named once
+        self.removed_partial = [] if read_only or jax.process_index() else sorted(
+            str(p) for sub in ("checkpoints", "checkpoints_best") if (self.workdir / sub).is_dir()
+            for p in (self.workdir / sub).iterdir() if ".orbax-checkpoint-tmp" in p.name)
         if not read_only:
             for name in ("asyncio", "absl"):
                 logging.getLogger(name).addFilter(_WRITE_NOISE)
@@ -392,7 +396,7 @@ def check_workdir(workdir: Path, config_json: str, force: bool) -> None:
     old_file = workdir / "config.json"
     if not old_file.is_file():
         return
-    from jaxkd.config import flatten
+    from jaxkd.config import base_config, flatten
 
     try:
         old = flatten(json.loads(old_file.read_text()))
@@ -403,7 +407,10 @@ def check_workdir(workdir: Path, config_json: str, force: bool) -> None:
             raise CheckpointError(f"{old_file} is damaged ({e}); use another --workdir, or --force to move the old "
                                   "run aside and start afresh") from None
     new = flatten(json.loads(config_json))
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _COSMETIC)
+    # A field added to jaxkd after the old run was made is its default there (the run behaved that way)
+    defaults = flatten(base_config())
+    diff = sorted(k for k in set(old) | set(new)
+                  if old.get(k, defaults.get(k)) != new.get(k) and k not in _COSMETIC)
     if not diff:
         return
     if not force:

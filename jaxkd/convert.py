@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from jaxkd import config as config_lib
+from jaxkd import paths
 from jaxkd import torch_checkpoint as tc
 
 __all__ = ["ConvertError", "from_torch", "from_yaml", "to_torch", "load_torch_checkpoint", "data_meta",
@@ -303,15 +304,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides and args.command != "from-torch":
         parser.error(f"--config.* overrides apply to from-torch only (got {overrides[0]})")
     if args.command == "from-torch":
+        paths.output_dir(args.out, "--out")
         from_torch(args.config, args.torch, args.out, overrides, force=args.force)
         print(f"evaluate it with: python -m jaxkd.evaluate --workdir {args.out}")
     elif args.command == "from-yaml":
+        paths.output_file(args.out, "--out")
         cfg = from_yaml(args.yaml, args.out, ignore_unsupported=args.ignore_unsupported, devices=args.devices,
                         mode=args.mode, force=args.force,
                         command="python -m jaxkd.convert from-yaml " + " ".join(rest[1:]))
         print(f"wrote {args.out} ({cfg.experiment_name}: {cfg.model.model_type} on {cfg.data.dataset}); train with: "
               f"python -m jaxkd.train --config {args.out} --workdir DIR")
     else:
+        paths.output_file(args.out, "--out")
         out = to_torch(args.workdir, args.out, force=args.force)
         print(f"wrote {out}")
     return 0

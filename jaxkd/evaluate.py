@@ -1,8 +1,9 @@
-"""`python -m jaxkd.evaluate --workdir DIR [--split test|val|train] [--tta]`
+"""`python -m jaxkd.evaluate --workdir DIR [--split test|val|train] [--tta] [--out DIR]`
 
 Evaluates a trained run's exported model on a split of its own dataset: accuracy, top-1/3/5, per-class precision,
 recall and F1 with macro averages, and a confusion-matrix PNG. `--tta` averages the logits of each image and its
-horizontal flip. Writes eval_<split>[_tta].txt / .json / .png to the workdir and prints the report.
+horizontal flip. Prints the report and writes eval_<split>[_tta].txt / .json / .png to the workdir (or `--out`); a
+finished run in a read-only place is evaluated all the same, saying where the files could not go.
 """
 
 from __future__ import annotations
@@ -11,13 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
 from jaxkd import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
-from jaxkd import reporting, steps, tasks
+from jaxkd import paths, reporting, steps, tasks
 
 __all__ = ["evaluate", "main"]
 
@@ -27,8 +24,11 @@ def tta_logits(model, image):
     return (tasks.inference_logits(model, image) + tasks.inference_logits(model, image[:, :, ::-1, :])) / 2
 
 
-def evaluate(workdir: str | Path, split: str = "test", tta: bool = False, write: bool = True) -> dict:
-    """The report dict of `split` for the model in `workdir` (see jaxkd.reporting.classification_report)."""
+def evaluate(workdir: str | Path, split: str = "test", tta: bool = False, write: bool = True,
+             out: str | Path | None = None) -> dict:
+    """The report dict of `split` for the model in `workdir` (see jaxkd.reporting.classification_report). With
+    `write`, prints the report, then writes eval_<split>[_tta].txt / .json / .png into `out` (default: the
+    workdir); a place that cannot be written is said on stderr after the report (the report stands)."""
     from jaxkd import data as data_lib
     from jaxkd.train import evaluate_split
 
@@ -44,10 +44,17 @@ def evaluate(workdir: str | Path, split: str = "test", tta: bool = False, write:
         tag = f"eval_{split}" + ("_tta" if tta else "")
         title = f"{cfg.experiment_name}: {split} split ({res['count']} images){' with flip TTA' if tta else ''}"
         text = reporting.format_report(report, title)
-        (workdir / f"{tag}.txt").write_text(text + "\n")
-        reporting.write_json_atomic(workdir / f"{tag}.json", dict(report, confusion=res["confusion"]))
-        reporting.plot_confusion_matrix(res["confusion"], data.class_names, workdir / f"{tag}.png", title=title)
-        print(text)
+        print(text, flush=True)
+        dest = Path(out) if out is not None else workdir
+        why = paths.unwritable_reason(dest)
+        if why:
+            print(f"note: the report was not saved: cannot write to {dest} ({why}); pass --out DIR to save it",
+                  file=sys.stderr)
+            return report
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / f"{tag}.txt").write_text(text + "\n")
+        reporting.write_json_atomic(dest / f"{tag}.json", dict(report, confusion=res["confusion"]))
+        reporting.plot_confusion_matrix(res["confusion"], data.class_names, dest / f"{tag}.png", title=title)
     return report
 
 
@@ -56,8 +63,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--split", default="test", choices=("test", "val", "train"))
     parser.add_argument("--tta", action="store_true", help="average with the horizontal flip")
+    parser.add_argument("--out", default=None, help="folder for the report files (default: the workdir)")
     args = parser.parse_args(argv)
-    evaluate(args.workdir, args.split, args.tta)
+    if args.out is not None:
+        paths.output_dir(args.out, "--out")
+    evaluate(args.workdir, args.split, args.tta, out=args.out)
     return 0
 
 

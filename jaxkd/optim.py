@@ -102,8 +102,8 @@ def weight_decay_mask(params: Any, mode: str) -> Any:
 
 
 def make_optimizer(cfg: ConfigDict, steps_per_epoch: int, params: Any = None) -> optax.GradientTransformation:
-    """The full update rule: [clip] → optimiser (with weight decay, mask) → −lr(step), wrapped in MultiSteps when
-    gradient_accumulation_steps > 1. `params` (or an abstract pytree of them) is needed for the 'deit' mask."""
+    """The full update rule: [clip] → optimiser (with weight decay, mask) → −lr(step), wrapped in
+    optax.apply_if_finite when skip_nonfinite_updates > 0 and in MultiSteps when gradient_accumulation_steps > 1. `params` (or an abstract pytree of them) is needed for the 'deit' mask."""
     t = cfg.training
     schedule = make_schedule(cfg, steps_per_epoch)
     wd = t.weight_decay
@@ -127,6 +127,8 @@ def make_optimizer(cfg: ConfigDict, steps_per_epoch: int, params: Any = None) ->
         raise ValueError(f"unknown optimizer {t.optimizer!r}")
     clip = [optax.clip_by_global_norm(t.gradient_clip_val)] if t.gradient_clip_val > 0 else []
     tx = optax.chain(*clip, *core, optax.scale_by_learning_rate(schedule))
+    if t.skip_nonfinite_updates > 0:  # an update with a NaN / inf gradient is dropped (counted), up to N in a row
+        tx = optax.apply_if_finite(tx, max_consecutive_errors=t.skip_nonfinite_updates)
     if t.gradient_accumulation_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=t.gradient_accumulation_steps)
     return tx

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxkd import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
+from jaxkd import paths
 
 __all__ = ["load_image", "predict", "grad_cam", "attention_rollout", "main"]
 
@@ -139,6 +140,8 @@ def main(argv=None) -> int:
     parser.add_argument("images", nargs="+")
     parser.add_argument("--explain", default=None, help="folder for Grad-CAM / attention-rollout pictures")
     args = parser.parse_args(argv)
+    if args.explain is not None:
+        paths.output_dir(args.explain, "--explain")
     for r in predict(args.workdir, args.images, args.explain):
         top = ", ".join(f"{n} {p:.3f}" for n, p in r["top5"])
         print(f"{r['image']}: {top}" + (f"  [{r['explanation']}]" if "explanation" in r else ""))

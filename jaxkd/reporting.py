@@ -57,20 +57,36 @@ class MetricWriter:
         with open(self.path, "a") as f:
             f.write(json.dumps(row, default=_json_default) + "\n")
 
-    def truncate_after(self, step: int) -> None:
-        """Drops the rows logged after `step` (a resumed run logs them again)."""
+    def truncate_after(self, step: int) -> int:
+        """Drops the rows logged after `step` (a resumed run logs them again) and any row that is not whole JSON
+        (the last line of a run killed while it wrote); returns how many such damaged rows were dropped."""
         if self.path is None or not self.path.exists():
-            return
-        keep = [line for line in self.path.read_text().splitlines() if line.strip()
-                and json.loads(line)["step"] <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, self.path)
+            return 0
+        rows = [(line, _row(line)) for line in self.path.read_text(errors="replace").splitlines() if line.strip()]
+        keep = [line for line, row in rows if row is not None and row["step"] <= step]
+        write_json_lines_atomic(self.path, keep)
+        return sum(row is None for _, row in rows)
 
     def read(self) -> list[dict]:
         if self.path is None or not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        rows = (_row(line) for line in self.path.read_text(errors="replace").splitlines() if line.strip())
+        return [r for r in rows if r is not None]
+
+
+def _row(line: str) -> dict | None:
+    """A metrics row, or None for a line that is not one (cut short by a kill, or damaged)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
+def write_json_lines_atomic(path: Path, lines: list[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    os.replace(tmp, path)
 
 
 class Progress:

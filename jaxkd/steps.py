@@ -89,7 +89,8 @@ def replicate(tree, mesh):
     return jax.tree.map(put, tree)
 
 
-def _all_finite(tree) -> jax.Array:
+def all_finite(tree) -> jax.Array:
+    """True when every element of every leaf is finite (a 0-d bool array)."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
@@ -99,7 +100,9 @@ def make_train_step(gd_train, task: Callable, tx: optax.GradientTransformation, 
 
     `steps_per_epoch` counts micro-steps; `schedule` maps optimiser steps to the learning rate (for the metric).
     metrics: the task's scalars (batch means) plus 'lr' (of this step, with the plateau multiplier), 'grad_norm'
-    (global L2 norm of the gradient before clipping) and, in fp16, 'loss_scale'. With fp16 loss scaling a step with
+    (global L2 norm of the gradient before clipping), 'params_finite' (1.0 when every parameter after the update is
+    finite: the trainer's numerics guard reads it), with optax.apply_if_finite in `tx` 'skipped_updates' (the
+    run's total so far) and, in fp16, 'loss_scale'. With fp16 loss scaling a step with
     non-finite gradients is skipped (parameters and optimiser state unchanged) and the scale halves.
     """
     accumulating = accumulation > 1
@@ -127,7 +130,7 @@ def make_train_step(gd_train, task: Callable, tx: optax.GradientTransformation, 
         params = optax.apply_updates(state.params, updates)
         new = dict(step=state.step + 1, params=params, rest=new_rest, opt_state=opt_state)
         if scale is not None:
-            finite = _all_finite(grads)
+            finite = all_finite(grads)
             keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b)  # noqa: E731
             new["params"] = keep(params, state.params)
             new["opt_state"] = keep(opt_state, state.opt_state)
@@ -140,7 +143,11 @@ def make_train_step(gd_train, task: Callable, tx: optax.GradientTransformation, 
             d = jnp.where(updated, ema_decay, 1.0)
             new["ema_params"] = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state.ema_params, new["params"])
         lr = schedule(state.step // accumulation) * state.lr_scale
-        metrics = dict(metrics, loss=loss, grad_norm=grad_norm, lr=lr)
+        metrics = dict(metrics, loss=loss, grad_norm=grad_norm, lr=lr,
+                       params_finite=all_finite(new["params"]).astype(jnp.float32))
+        skipped = optax.tree.get(opt_state, "total_notfinite", None)  # (present with optax.apply_if_finite)
+        if skipped is not None:
+            metrics["skipped_updates"] = skipped.astype(jnp.float32)
         return state.replace(**new), metrics
 
     return jax.jit(step, donate_argnums=(0,))

@@ -28,7 +28,7 @@ from flax import nnx
 
 from jaxkd import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
-from jaxkd import models, optim, reporting, steps, tasks
+from jaxkd import models, optim, paths, reporting, steps, tasks
 from jaxkd.config import ConfigError
 
 __all__ = ["train", "main", "evaluate_split", "maybe_initialize_distributed"]
@@ -172,6 +172,42 @@ def _exit_stopped(ckpts, step, state, host, signum, stop, progress, workdir) -> 
     raise SystemExit(0)
 
 
+def _check_numerics(fetched: list[dict], first_step: int, cfg, ckpts, workdir: Path) -> None:
+    """The numerics guard, at each host sync: stops the run (FloatingPointError, exit 2) at the first of the fetched
+    steps whose loss or gradient norm is not finite (unless training.skip_nonfinite_updates skips such updates),
+    or after which a weight is not finite; the checkpoints on disk are all from before it."""
+    skipping = cfg.training.skip_nonfinite_updates > 0
+    for i, m in enumerate(fetched):
+        what, gradients = None, False
+        if not skipping and not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
+            what = ("loss" if not np.isfinite(m["loss"]) else "gradient") + f" at step {first_step + i}"
+            gradients = True
+        elif not m["params_finite"]:
+            what = (f"weights after step {first_step + i}" + (f" ({cfg.training.skip_nonfinite_updates} non-finite "
+                    "updates in a row were skipped first)" if skipping else ""))
+        if what:
+            raise FloatingPointError(_nonfinite_message(what, cfg, ckpts, workdir, gradients))
+
+
+def _nonfinite_message(what: str, cfg, ckpts, workdir: Path, gradients: bool = False) -> str:
+    last = ckpts.latest_step()
+    kept = (f"the last good checkpoint (step {last}) is the newest in {workdir / 'checkpoints'}" if last is not None
+            else "no checkpoint had been written yet")
+    t = cfg.training
+    fixes = [f"lower training.learning_rate (now {t.learning_rate:g})"]
+    if t.gradient_clip_val == 0:
+        fixes.append("clip gradients (training.gradient_clip_val=1.0)")
+    if config_lib.precision(cfg) != "float32":
+        fixes.append(f"train in float32 (training.use_amp=false; now {config_lib.precision(cfg)})")
+    if gradients and t.skip_nonfinite_updates == 0:
+        fixes.append("skip such steps (training.skip_nonfinite_updates=N)")
+    return f"non-finite {what}; {kept}; {', '.join(fixes)}, or check the data"
+
+
+def _largest_weight(params) -> float:
+    return float(max(jnp.max(jnp.abs(x.astype(jnp.float32))) for x in jax.tree.leaves(params)))
+
+
 def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     """Trains per `cfg` into `workdir`; returns the summary dict (also written to summary.json)."""
     t_start = time.time()
@@ -280,13 +316,18 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
             "class_names": list(data.class_names), "image_shape": list(data.image_shape),
             "mean": [float(v) for v in np.ravel(data.mean)], "std": [float(v) for v in np.ravel(data.std)]})
     ckpts = run.ckpts = ckpt_lib.Checkpoints(workdir, keep=cfg.logging.keep_checkpoints)
+    for partial in ckpts.removed_partial:
+        print(f"note: removed {partial}, a checkpoint a killed run left half-written", file=sys.stderr)
     writer = reporting.MetricWriter(workdir / "metrics.jsonl" if is_main else None)
     start_step, restored, meta = ckpts.restore_newest_good(state, log=lambda m: print(m, file=sys.stderr))
     if start_step is not None:
         state, host = restored, meta
         if plateau is not None and host.get("plateau"):
             plateau.load_state_dict(host["plateau"])
-        writer.truncate_after(start_step)  # rows a killed run logged after its last checkpoint are replayed
+        damaged = writer.truncate_after(start_step)  # rows a killed run logged after its last checkpoint replay
+        if damaged and is_main:
+            print(f"note: {workdir / 'metrics.jsonl'}: dropped {damaged} partly written line(s) a killed run left",
+                  file=sys.stderr)
         if is_main:
             print(f"resuming from step {start_step} (epoch {start_step / steps_per_epoch:.2f})", flush=True)
     start_step = start_step or 0
@@ -322,14 +363,8 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
             if since == cfg.training.log_every_steps or last_of_epoch or (stop.signum and not multi):
                 stopping = stop.agreed()
                 fetched = jax.device_get(pending)
-                mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-                if not math.isfinite(mean["loss"]):
-                    bad = next(i for i, m in enumerate(fetched) if not np.isfinite(m["loss"]))
-                    last = ckpts.latest_step()
-                    kept = (f"the last good checkpoint (step {last}) is kept in {workdir / 'checkpoints'}"
-                            if last is not None else "no checkpoint had been written yet")
-                    raise FloatingPointError(f"non-finite loss at step {step - len(fetched) + bad + 1}; {kept}; "
-                                             "lower the learning rate or check the data")
+                _check_numerics(fetched, step - len(fetched) + 1, cfg, ckpts, workdir)
+                mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "params_finite"}
                 mean["images_per_s"] = since * images_per_step / max(timer.lap(), 1e-9)
                 writer.write("train", step, step / steps_per_epoch, **mean)
                 progress.update(since, loss=mean["loss"], acc=mean.get("accuracy", float("nan")), lr=mean["lr"],
@@ -349,6 +384,11 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
         if epoch % cfg.training.eval_every_epochs == 0 or epoch == epochs:
             status.set("evaluate", step)
             val = evaluate_split(eval_step, steps.ema_params_or_params(state), state.rest, data, "val", aux)
+            if val and not math.isfinite(val["loss"]):  # (BatchNorm's training mode hides weights out of range)
+                raise FloatingPointError(_nonfinite_message(
+                    f"validation loss ({val['loss']}) after epoch {epoch}, step {step}, although every training "
+                    f"loss was finite: the largest weight is {_largest_weight(state.params):.3g}", cfg, ckpts,
+                    workdir))
             if val:
                 writer.write("val", step, epoch, **{k: v for k, v in val.items() if k != "confusion"})
                 if val["accuracy"] > host["best_val_accuracy"]:
@@ -412,6 +452,10 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
     export_params, export_rest = state.params, state.rest
     if trainable is not model:  # token distillation trains projectors too: export the student model alone
         _, export_params, export_rest = nnx.split(nnx.merge(gd_eval, state.params, state.rest).model, nnx.Param, ...)
+    if not math.isfinite(final["test"]["loss"]) or not bool(steps.all_finite(export_params)):
+        raise FloatingPointError(_nonfinite_message(
+            f"test loss ({final['test']['loss']}) of the final weights (largest weight "
+            f"{_largest_weight(export_params):.3g}); the model was not exported", cfg, ckpts, workdir))
     status.set("export", step)
     ckpt_lib.export_model(workdir / "model", export_params, export_rest)  # collective: every process takes part
     status.set("report", step)
@@ -440,7 +484,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", required=True, help="output directory (resumes when it holds a checkpoint)")
     parser.add_argument("--force", action="store_true", help="reuse a workdir that holds a different run")
     args, cfg = config_lib.parse_config_args(parser, argv)
-    train(cfg, args.workdir, force=args.force)
+    train(cfg, paths.output_dir(args.workdir, "--workdir"), force=args.force)
     return 0
 
 

@@ -206,6 +206,11 @@ def _yaml(t: Path, text: str = PEER_YAML) -> None:
     (t / "peer.yaml").write_text(text)
 
 
+def _preset(t: Path, line3: str, first: str = "x = 1") -> None:
+    """t/p.py: a user's config file, `first` on line 1, get_config on line 2, `line3` its body."""
+    (t / "p.py").write_text(f"{first}\ndef get_config(arg=None):\n{line3}\n")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The table
 
@@ -280,7 +285,23 @@ CASES = [
                                                   "--config.ss_distillation.teacher_img_size=100"],
       ["'ss_distillation.teacher_img_size' = 100", "multiple of the DINOv2 patch size 14 (e.g. 224)"]),
     C("config-unknown-preset-variant", "train", ["--config", "configs/quickstart.py:bogus", "--workdir", "{work}"],
-      ["config file 'configs/quickstart.py' with arg 'bogus'", "unknown variant 'bogus' (known: smoke)"]),
+      ["config file 'configs/quickstart.py' failed in get_config('bogus')", "ValueError: unknown variant 'bogus' (known: smoke)"]),
+    C("config-file-name-error", "train", ["--config", "{tmp}/p.py", "--workdir", "{work}"],
+      ["config file '{tmp}/p.py' failed in get_config(None) ({tmp}/p.py, line 3)",
+       "NameError: name 'base' is not defined", "fix the file"], prep=lambda t: _preset(t, "    return base()")),
+    C("config-file-syntax-error", "train", ["--config", "{tmp}/p.py", "--workdir", "{work}"],
+      ["config file '{tmp}/p.py' failed on import ({tmp}/p.py, line 3)", "SyntaxError"],
+      prep=lambda t: _preset(t, "    return (")),
+    C("config-file-missing-module", "train", ["--config", "{tmp}/p.py:smoke", "--workdir", "{work}"],
+      ["config file '{tmp}/p.py' failed on import ({tmp}/p.py, line 1)",
+       "ModuleNotFoundError: No module named 'no_such_module'"],
+      prep=lambda t: _preset(t, "    return None", first="import no_such_module")),
+    C("config-file-not-a-configdict", "summary", ["--config", "{tmp}/p.py"],
+      ["config file '{tmp}/p.py': get_config must return an ml_collections.ConfigDict"],
+      prep=lambda t: _preset(t, "    return {}")),
+    C("data-folder-empty-class", "train", QS + FOLDER + ["--config.model.num_classes=3"],
+      ["folder:{tmp}/imgs: class folder(s) train/c hold no images", "add the images or remove the folder(s)"],
+      prep=lambda t: (_folder(t), (t / "imgs" / "train" / "c").mkdir())),
     C("config-missing-preset", "train", ["--config", "configs/no_such_preset.py", "--workdir", "{work}"],
       ["configs/no_such_preset.py' not found", "give a preset such as configs/deit_cifar.py"]),
     C("summary-typo-override", "summary", ["--config", "configs/quickstart.py", "--config.model.num_clases=3"],

@@ -284,6 +284,42 @@ def test_folder_bad_images(tmp_path):
         load_arrays(f"folder:{tmp_path / 'u'}")
 
 
+@pytest.mark.parametrize("archive", [False, True], ids=["folder", "tar"])
+def test_folder_empty_class_is_an_error_not_a_dropped_class(tmp_path, archive):
+    """An empty class folder used to vanish (a 3-class folder trained as 2 classes); in train/ or in test/ it is
+    now named, and a test class whose train/ folder exists but is empty is said to be empty, not missing."""
+    rng = np.random.default_rng(4)
+    img = lambda: rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)  # noqa: E731
+    root = write_folder(tmp_path / "f", {"train": [("a", img()), ("b", img())], "test": [("a", img()), ("c", img())]})
+    (root / "train" / "c").mkdir()
+    source = root
+    if archive:
+        source = tmp_path / "f.tar"
+        with tarfile.open(source, "w") as tf:
+            tf.add(root, arcname="f")
+    with pytest.raises(DataError, match=r"class folder\(s\) train/c hold no images .* add the images or remove"):
+        load_arrays(f"folder:{source}")
+
+
+def test_folder_16_bit_and_mixed_channels_are_converted_and_said_once(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    root = write_folder(tmp_path / "f", {"train": [("a", rng.integers(0, 256, (4, 4), dtype=np.uint8))],
+                                         "test": [("a", rng.integers(0, 256, (4, 4), dtype=np.uint8))]})
+    wide = np.array([[0, 257, 65535, 32896]] * 4, np.uint16)
+    for i in range(2):
+        Image.fromarray(wide).save(root / "train" / "a" / f"w{i}.png")  # a 16-bit grayscale PNG
+    ds = load_arrays(f"folder:{root}")
+    assert ds.x_train.shape == (3, 4, 4, 1)
+    np.testing.assert_array_equal(ds.x_train[1, 0, :, 0], [0, 1, 255, 128])  # v / 257, rounded
+    Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(root / "test" / "a" / "rgb.png")
+    assert load_arrays(f"folder:{root}").x_train.shape == (3, 4, 4, 3)
+    notes = [x for x in capsys.readouterr().err.splitlines() if x.startswith("note:")]
+    assert notes == [f"note: folder:{root}: 2 16-bit grayscale image(s) scaled to 8 bits (v / 257)"] * 2 + [
+        f"note: folder:{root}: 4 grayscale image(s) among 1 colour ones converted to RGB (3 equal channels)"], notes
+
+
 def test_folder_tar_with_corrupt_member(tmp_path):
     rng = np.random.default_rng(3)
     root = write_folder(tmp_path / "src", {"train": [("a", rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))] * 2,

@@ -36,11 +36,17 @@ def _errors(r: subprocess.CompletedProcess) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> str:
+def finished(tmp_path_factory) -> Path:
+    """The uninterrupted run's workdir."""
     workdir = tmp_path_factory.mktemp("disk") / "ref"
     r = _train(workdir)
     assert r.returncode == 0, r.stderr[-3000:]
-    return _sha(workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def reference(finished) -> str:
+    return _sha(finished)
 
 
 @pytest.fixture
@@ -121,3 +127,32 @@ def test_a_full_disk_under_the_metrics_file_is_one_line(tmp_path):
     (tmp_path / "ro" / ".summary.json.tmp").mkdir()
     with pytest.raises(OSError, match="summary.json'$"):  # the error names the file meant, not the temporary one
         reporting.write_json_atomic(tmp_path / "ro" / "summary.json", {})
+
+
+def test_a_finished_run_in_a_read_only_place_is_still_evaluated(finished, small_fs):
+    """jaxkd.evaluate prints the report, says on one note line where it could not save it, exits 0; `--out` into
+    a read-only place is refused before any work (exit 2); `--out` elsewhere saves it there. jaxkd.train under a
+    read-only folder: one line, exit 2."""
+    ro = small_fs / "run"
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(finished), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        ev = [sys.executable, "-m", "jaxkd.evaluate", "--workdir", str(ro)]
+        r = subprocess.run(ev, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "accuracy" in r.stdout, r.stderr[-3000:]
+        assert r.stderr.strip().splitlines() == [f"note: the report was not saved: cannot write to {ro} ({ro} is on "
+                                                 "a read-only file system); pass --out DIR to save it"], r.stderr
+        r = subprocess.run(ev + ["--out", str(ro / "eval")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and r.stderr.strip() == (f"error: --out {ro / 'eval'}: cannot write there ({ro} is "
+                                                          "on a read-only file system); give a writable folder")
+        r = subprocess.run(ev + ["--out", str(small_fs / "eval")], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0 and (small_fs / "eval" / "eval_test.json").is_file(), r.stderr[-3000:]
+        r = subprocess.run([sys.executable, "-m", "jaxkd.train", *ARGS, "--workdir", str(ro / "new" / "w")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and r.stderr.strip() == (f"error: --workdir {ro / 'new' / 'w'}: cannot write there "
+                                                          f"({ro} is on a read-only file system); give a writable "
+                                                          "folder"), r.stderr[-3000:]
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)

@@ -179,12 +179,22 @@ def test_second_run_on_a_live_workdir_is_refused(reference, env, tmp_path):
 
 
 def test_corrupt_newest_checkpoint_falls_back(reference, env, tmp_path):
+    """Also what a crash leaves beside it: a half-written step folder, a cut-off last line of metrics.jsonl, a
+    stale temporary file. The rerun repairs each, says so, and ends bit-identical."""
     _start_and_kill(tmp_path, env, when=lambda w: (Path(w) / "checkpoints" / "8").is_dir() and _steps_logged(w) >= 9)
     newest = tmp_path / "checkpoints" / "8"
     for f in newest.rglob("*"):
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"\0garbage")
+    partial = tmp_path / "checkpoints" / "12.orbax-checkpoint-tmp-1765000000000000"
+    (partial / "state").mkdir(parents=True)
+    (partial / "state" / "d").write_bytes(b"\0" * 100)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "step": 10, "epo')
+    (tmp_path / ".status.json.tmp").write_text('{"pha')
     r = _finish(tmp_path, env)
+    assert f"note: removed {partial}, a checkpoint a killed run left half-written" in r.stderr, r.stderr[-2000:]
+    assert "dropped 1 partly written line(s)" in r.stderr and not partial.exists()
     assert "checkpoints/8 is corrupt or incomplete" in r.stderr
     assert "resuming from step 4" in r.stdout
     assert _sha(tmp_path) == reference

@@ -159,6 +159,51 @@ def test_fp16_loss_scale_halves_on_overflow_and_skips_the_step(monkeypatch):
     assert float(state.loss_scale) == 2.0 ** 15 and int(state.good_steps) == 0
 
 
+def test_skip_nonfinite_updates_drops_and_counts_them(monkeypatch):
+    """training.skip_nonfinite_updates=2 (optax.apply_if_finite): a NaN gradient leaves the weights as they were and
+    is counted; the guard's 'params_finite' stays 1; a third NaN in a row is applied, and 'params_finite' says so."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from jaxkd import steps
+
+    model_gd, _, params, rest = steps.split_model(nnx.Linear(2, 1, rngs=nnx.Rngs(0)))
+    tx = optax.apply_if_finite(optax.sgd(0.1), max_consecutive_errors=2)
+    state = steps.init_state(params, rest, tx, 0, swa=False, ema=False, fp16=False)
+    task = lambda m, batch, epoch, aux=None: (jnp.sum(m(batch["image"])), {})  # noqa: E731
+    step = steps.make_train_step(model_gd, task, tx, steps_per_epoch=10, schedule=lambda c: 0.1)
+    w0 = np.asarray(jax.tree.leaves(state.params)[1])
+    nan, ok = {"image": jnp.full((1, 2), jnp.nan)}, {"image": jnp.ones((1, 2))}
+    for count in (1, 2):
+        state, m = step(state, nan)
+        assert float(m["skipped_updates"]) == count and float(m["params_finite"]) == 1.0
+        np.testing.assert_array_equal(np.asarray(jax.tree.leaves(state.params)[1]), w0)
+    state, m = step(state, ok)
+    np.testing.assert_allclose(np.asarray(jax.tree.leaves(state.params)[1]), w0 - 0.1, rtol=1e-6)
+    for _ in range(3):  # the limit: the third NaN in a row goes through
+        state, m = step(state, nan)
+    assert float(m["params_finite"]) == 0.0 and float(m["skipped_updates"]) == 5  # (optax counts the applied one)
+
+
+def test_exploding_weights_stop_the_run_before_any_bad_checkpoint_or_export(tmp_path):
+    """learning rate 1e6 (a user's typo): the numerics guard stops the run with exit 2 and one line naming the step
+    and the fixes; every checkpoint on disk is from before the blow-up, nothing is exported. (Before the guard this run
+    exited 0 with NaN validation and test losses and an exported model that predicted NaN.)"""
+    work = tmp_path / "w"
+    r = subprocess.run([sys.executable, "-m", "jaxkd.train", "--config", "configs/quickstart.py", "--workdir",
+                        str(work), *TINY_VIT, T + "learning_rate=1e6", "--config.logging.save_frequency=1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = [x for x in r.stderr.splitlines() if x.strip() and not x.startswith("first step")]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert lines[0].startswith("error: non-finite ") and "lower training.learning_rate (now 1e+06)" in lines[0]
+    assert not (work / "model").exists() and not (work / "summary.json").exists()
+    bad_step = int(lines[0].split(" step ")[1].split(";")[0].split()[0])
+    saved = [int(d.name) for d in (work / "checkpoints").iterdir() if d.name.isdigit()]
+    assert all(s < bad_step for s in saved), (saved, lines[0])  # every checkpoint is from before the blow-up
+
+
 def test_ema_update_is_decay_weighted(monkeypatch):
     import jax
 

@@ -183,13 +183,36 @@ def _import_preset(path: Path):
         raise ConfigError(f"config file '{path}' cannot be imported: give a .py preset, e.g. configs/deit_cifar.py")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(path.resolve().parent))  # presets may build on their siblings (deit_cifar on vit_cifar)
+    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ beside a user's file
     try:
         spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001  (a config file is user code: SyntaxError, NameError, ImportError, ...)
+        raise ConfigError(_config_file_failure(path, "on import", e)) from None
     finally:
         sys.path.pop(0)
+        sys.dont_write_bytecode = dont_write
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file '{path}' has no get_config(arg=None) function")
     return module
+
+
+def _config_file_failure(path: Path, doing: str, e: BaseException) -> str:
+    """One line for an exception raised by a config file's own code: the file and line where it was raised (the
+    innermost frame in a config file: a preset may build on a sibling), and the exception."""
+    import traceback
+
+    where = None
+    if isinstance(e, SyntaxError) and e.filename:
+        where = (e.filename, e.lineno)
+    else:
+        presets = path.resolve().parent
+        for frame in traceback.extract_tb(e.__traceback__):
+            if Path(frame.filename).resolve().parent == presets:
+                where = (frame.filename, frame.lineno)
+    at = f" ({where[0]}, line {where[1]})" if where else ""
+    text = " ".join((e.msg if isinstance(e, SyntaxError) else str(e)).split())[:200]
+    return (f"config file '{path}' failed {doing}{at}: {type(e).__name__}: {text}; fix the file or pick "
+            "another preset")
 
 
 def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
@@ -208,8 +231,8 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
         cfg = module.get_config(arg or None)
     except ConfigError:
         raise
-    except (ValueError, KeyError, AttributeError, TypeError) as e:
-        raise ConfigError(f"config file '{path}' with arg {arg!r} failed: {e}") from None
+    except Exception as e:  # noqa: BLE001  (user code, as above)
+        raise ConfigError(_config_file_failure(path, f"in get_config({arg or None!r})", e)) from None
     if not isinstance(cfg, ConfigDict):
         raise ConfigError(f"config file '{path}': get_config must return an ml_collections.ConfigDict")
     cfg = ConfigDict(cfg.to_dict())  # a fresh copy, detached from the preset's references
@@ -261,10 +284,10 @@ def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 
 def main_guard(fn: Callable[[], int | None]) -> None:
     """Runs a CLI main. Bad input — a ConfigError, or any of jaxkd's own ValueError subclasses (DataError,
-    CheckpointError, StateDictMismatch, ...) — becomes one line on stderr and exit code 2; a run stopped by a
-    non-finite loss, or by a failure of its own (jaxkd's RuntimeError subclasses: a checkpoint that cannot be
-    written), exits with 1 after its one-line message. The persistent compilation cache (jaxkd.cache) is turned on
-    first.
+    CheckpointError, StateDictMismatch, ...) or a run stopped by its numerics guard (FloatingPointError: a
+    non-finite loss, gradient or weight) — becomes one line on stderr and exit code 2; a run stopped by a failure of
+    its own (jaxkd's RuntimeError subclasses: a checkpoint that cannot be written) exits with 1 after its one-line
+    message. The persistent compilation cache (jaxkd.cache) is turned on first.
 
     In a multi-process run a process that fails leaves at once (``os._exit``): the orderly exit would wait up to
     five minutes in jax.distributed's shutdown barrier for peers that are blocked in a collective with it. The
@@ -281,8 +304,10 @@ def main_guard(fn: Callable[[], int | None]) -> None:
             _leave_if_distributed(1, None, e)
             raise
         code, message = 2, str(e)
-    except (FloatingPointError, RuntimeError) as e:
-        if not (isinstance(e, FloatingPointError) or type(e).__module__.startswith("jaxkd")):
+    except FloatingPointError as e:  # the numerics guard: the learning rate or precision the user chose
+        code, message = 2, str(e)
+    except RuntimeError as e:
+        if not type(e).__module__.startswith("jaxkd"):
             _leave_if_distributed(1, None, e)
             raise
         code, message = 1, str(e)

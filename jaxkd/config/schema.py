@@ -78,6 +78,7 @@ def base_config() -> ConfigDict:
         schedule_unit="epoch",  # jaxkd: epoch (as the original) | step
         warmup_epochs=5,
         gradient_clip_val=1.0,  # 0 = no clipping
+        skip_nonfinite_updates=0,  # jaxkd: 0 = a non-finite gradient stops the run; N = skip up to N in a row
         gradient_accumulation_steps=1,
         use_amp=False,  # jaxkd default False (original True): fp32 unless asked; with use_bf16 -> bf16 else fp16
         use_bf16=True,
@@ -239,6 +240,7 @@ RULES: dict[str, Callable] = {
     "training.warmup_epochs": lambda v, c: (
         None if 0 <= v < c.training.num_epochs else f"must be in [0, training.num_epochs = {c.training.num_epochs})"),
     "training.gradient_clip_val": _rng(0),
+    "training.skip_nonfinite_updates": _rng(0),
     "training.gradient_accumulation_steps": _rng(1),
     "training.early_stopping.patience": _rng(1),
     "training.early_stopping.min_delta": _rng(0),

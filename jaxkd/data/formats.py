@@ -11,6 +11,7 @@ import gzip
 import io
 import os
 import pickle
+import sys
 import tarfile
 from pathlib import Path
 from typing import Callable, Iterable
@@ -221,23 +222,31 @@ SPLITS = ("train", "test")
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
-def _decode(blob: bytes, name: str, size: int = 0) -> np.ndarray:
-    """Decodes one image to uint8 (H, W) for grayscale files, (H, W, 3) RGB for everything else; ``size`` > 0
-    resizes it to (size, size) bilinearly."""
+def _decode(blob: bytes, name: str, size: int = 0) -> tuple[np.ndarray, bool]:
+    """(image, was 16-bit): one image decoded to uint8 (H, W) for grayscale files, (H, W, 3) RGB for everything
+    else; ``size`` > 0 resizes it to (size, size) bilinearly. 16-bit grayscale (PIL modes I;16*, and I with values < 2**16) is scaled
+    to 8 bits (v / 257, rounded); 32-bit integer and float images are refused."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(blob)) as im:
             im.load()
             if im.mode in _GRAY_MODES:
-                if im.mode.startswith("I") or im.mode == "F":
-                    raise DataError(f"{name}: {im.mode} (16/32-bit) images are not supported; save 8-bit images")
-                out = im if im.mode == "L" else im.convert("L")
+                if im.mode.startswith("I"):
+                    wide = np.asarray(im, dtype=np.int64)
+                    if wide.min() < 0 or wide.max() >= 2 ** 16:
+                        raise DataError(f"{name}: a 32-bit integer image (values {wide.min()}..{wide.max()}); save "
+                                        "8- or 16-bit images")
+                    out = Image.fromarray(np.round(wide / 257.0).astype(np.uint8), "L")
+                elif im.mode == "F":
+                    raise DataError(f"{name}: a floating-point image (PIL mode F); save 8- or 16-bit images")
+                else:
+                    out = im if im.mode == "L" else im.convert("L")
             else:
                 out = im if im.mode == "RGB" else im.convert("RGB")
             if size and out.size != (size, size):
                 out = out.resize((size, size), Image.BILINEAR)
-            return np.asarray(out)
+            return np.asarray(out), im.mode.startswith("I")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{name}: unreadable image ({type(e).__name__}: {e}); remove or replace the file") from None
 
@@ -266,6 +275,7 @@ def load_folder(path: str, *, image_size: int = 0, workers: int = 0) -> Dataset:
     if p.is_dir():
         files = [str(f.relative_to(p)) for f in p.rglob("*") if f.is_file()]
         entries = _entries(files)
+        dirs = _class_dirs(str(d.relative_to(p)) for d in p.rglob("*") if d.is_dir())
 
         def blobs():
             for _, _, name in entries:
@@ -274,14 +284,16 @@ def load_folder(path: str, *, image_size: int = 0, workers: int = 0) -> Dataset:
                 except OSError as e:
                     raise DataError(f"{p / name}: cannot read ({e})") from None
         label = lambda name: str(p / name)  # noqa: E731
-        return _build(where, entries, blobs(), label, workers, image_size)
+        return _build(where, entries, blobs(), label, workers, image_size, dirs)
     if not p.is_file():
         raise DataError(f"{where}: not found (expected a folder or .tar/.tar.gz laid out train/CLASS/IMAGE and "
                         f"test/CLASS/IMAGE)")
     try:
         with tarfile.open(p, "r:*") as tf:
-            members = {m.name: m for m in tf if m.isfile()}
+            every = tf.getmembers()
+            members = {m.name: m for m in every if m.isfile()}
             entries = _entries(members)
+            dirs = _class_dirs(m.name for m in every if m.isdir())
             order = sorted(entries, key=lambda e: members[e[2]].offset)  # read the archive front to back
             data: dict[str, bytes] = {}
             for _, _, name in order:
@@ -289,16 +301,27 @@ def load_folder(path: str, *, image_size: int = 0, workers: int = 0) -> Dataset:
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"{where}: cannot read the archive ({type(e).__name__}: {e})") from None
     label = lambda name: f"{p}:{name}"  # noqa: E731
-    return _build(where, entries, (data.pop(name) for _, _, name in entries), label, workers, image_size)
+    return _build(where, entries, (data.pop(name) for _, _, name in entries), label, workers, image_size, dirs)
 
 
-def _build(where, entries, blobs, label, workers, size) -> Dataset:
+def _class_dirs(names: Iterable[str]) -> set[tuple[str, str]]:
+    """(split, class) of every folder laid out ``[prefix/]split/class``."""
+    return {(Path(n).parts[-2], Path(n).parts[-1]) for n in names
+            if len(Path(n).parts) >= 2 and Path(n).parts[-2] in SPLITS}
+
+
+def _build(where, entries, blobs, label, workers, size, dirs=frozenset()) -> Dataset:
     by_split = {s: [e for e in entries if e[0] == s] for s in SPLITS}
     missing = [s for s in SPLITS if not by_split[s]]
     if missing:
         raise DataError(f"{where}: no images under {' or '.join(s + '/' for s in missing)} (expected "
                         f"train/CLASS/IMAGE and test/CLASS/IMAGE, images {', '.join(IMAGE_EXTENSIONS[:3])}, ...)")
     class_names = sorted({c for _, c, _ in by_split["train"]})
+    filled = {(s, c) for s, c, _ in entries}
+    empty = sorted(f"{s}/{c}" for s, c in set(dirs) - filled)
+    if empty:  # a class silently dropped (train) or never tested (test) changes the experiment
+        raise DataError(f"{where}: class folder(s) {', '.join(empty[:5])} hold no images (of "
+                        f"{', '.join(IMAGE_EXTENSIONS[:3])}, ...); add the images or remove the folder(s)")
     extra = sorted({c for _, c, _ in by_split["test"]} - set(class_names))
     if extra:
         raise DataError(f"{where}: test class folder(s) {', '.join(extra)} have no train/ folder; every test class "
@@ -309,6 +332,8 @@ def _build(where, entries, blobs, label, workers, size) -> Dataset:
         images = list(pool.map(lambda item: _decode(item[1], label(item[0][2]), size), zip(entries, blobs),
                                chunksize=256) if workers > 1 else
                       (_decode(b, label(e[2]), size) for e, b in zip(entries, blobs)))
+    wide = sum(w for _, w in images)
+    images = [im for im, _ in images]
     shapes = {}
     for e, im in zip(entries, images):
         shapes.setdefault(im.shape[:2], e[2])
@@ -317,7 +342,13 @@ def _build(where, entries, blobs, label, workers, size) -> Dataset:
         raise DataError(f"{where}: images have different sizes ({s1[0]}x{s1[1]} in {f1}, {s2[0]}x{s2[1]} in {f2}); "
                         f"set --config.data.image_size=N to resize them all")
     gray = all(im.ndim == 2 for im in images)
+    if wide:
+        print(f"note: {where}: {wide} 16-bit grayscale image(s) scaled to 8 bits (v / 257)", file=sys.stderr)
     if not gray:
+        n_gray = sum(im.ndim == 2 for im in images)
+        if n_gray:
+            print(f"note: {where}: {n_gray} grayscale image(s) among {len(images) - n_gray} colour ones converted to "
+                  "RGB (3 equal channels)", file=sys.stderr)
         images = [np.repeat(im[..., None], 3, -1) if im.ndim == 2 else im for im in images]
     arrays = {}
     start = 0
