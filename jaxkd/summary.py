@@ -9,6 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+if __name__ == "__main__":  # the command line: the config is checked before JAX is imported
+    from jaxkd import config as _config
+
+    _config.precheck(sys.argv[1:])
+
 import jax
 from flax import nnx
 

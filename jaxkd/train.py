@@ -11,6 +11,13 @@ report.json, training_curves.png, confusion_matrix.png and summary.json.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the command line: config and --workdir are checked before JAX is imported
+    import sys as _sys
+
+    from jaxkd import config as _config
+
+    _config.precheck(_sys.argv[1:], workdir_flag="--workdir")
+
 import argparse
 import math
 import os
@@ -452,7 +459,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
     export_params, export_rest = state.params, state.rest
     if trainable is not model:  # token distillation trains projectors too: export the student model alone
         _, export_params, export_rest = nnx.split(nnx.merge(gd_eval, state.params, state.rest).model, nnx.Param, ...)
-    if not math.isfinite(final["test"]["loss"]) or not bool(steps.all_finite(export_params)):
+    if not math.isfinite(final["test"]["loss"]) or not bool(jax.jit(steps.all_finite)(export_params)):
         raise FloatingPointError(_nonfinite_message(
             f"test loss ({final['test']['loss']}) of the final weights (largest weight "
             f"{_largest_weight(export_params):.3g}); the model was not exported", cfg, ckpts, workdir))

@@ -385,3 +385,41 @@ def test_tfds_builds_arrayrecord_from_local_idx_and_reads_it_back(tmp_path, mnis
     # The generic route (tfds.builder on a prepared dataset, as for any TFDS image classification dataset).
     generic = load_arrays("tfds:jaxkd_mnist", data_dir=str(tmp_path))
     np.testing.assert_array_equal(generic.x_test, ds.x_test)
+
+
+def test_decoded_folder_cache_hit_miss_and_off(tmp_path, monkeypatch, capsys):
+    """A decoded folder is saved once and read back identical; touching the source, another resize or a damaged
+    entry decodes anew; JAXKD_DATA_CACHE=0 never writes."""
+    import os
+
+    from jaxkd.data import decoded_cache, formats
+
+    monkeypatch.setattr(decoded_cache, "MIN_IMAGES", 2)
+    monkeypatch.setenv("JAXKD_DATA_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(6)
+    root = write_folder(tmp_path / "f", {"train": [("a", rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))] * 3,
+                                         "test": [("a", rng.integers(0, 256, (4, 4, 3), dtype=np.uint8))]})
+    decodes = []
+    real = formats.load_folder
+    monkeypatch.setattr(formats, "load_folder", lambda *a, **k: decodes.append(1) or real(*a, **k))
+    first = load_arrays(f"folder:{root}")
+    again = load_arrays(f"folder:{root}")
+    assert len(decodes) == 1 and "note: decoded" in capsys.readouterr().err
+    for k in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(first, k), getattr(again, k))
+    assert again.class_names == first.class_names and again.source == first.source
+    load_arrays(f"folder:{root}", image_size=2)
+    assert len(decodes) == 2  # another resize: another entry
+    png = next((root / "train" / "a").iterdir())
+    os.utime(png, ns=(png.stat().st_atime_ns, png.stat().st_mtime_ns + 10**9))
+    load_arrays(f"folder:{root}")
+    assert len(decodes) == 3  # a touched file: decoded anew
+    for entry in (tmp_path / "cache").iterdir():
+        (entry / "x_train.npy").write_bytes(b"damaged")
+    np.testing.assert_array_equal(load_arrays(f"folder:{root}").x_train, first.x_train)
+    assert len(decodes) == 4  # a damaged entry: decoded anew, replaced
+    monkeypatch.setenv("JAXKD_DATA_CACHE", "0")
+    shutil_free = tmp_path / "none"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shutil_free))
+    load_arrays(f"folder:{root}")
+    assert len(decodes) == 5 and not shutil_free.exists()

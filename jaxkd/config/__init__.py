@@ -282,6 +282,42 @@ def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     return args, load(args.config, overrides)
 
 
+def precheck(argv: Sequence[str], *, workdir_flag: str | None = None) -> None:
+    """A CLI's cheap checks — its `--config` with overrides, and the folder it writes — run before the CLI imports
+    JAX, Flax and Orbax (about 4 s on 2 CPU cores), so that a typo is reported at once. A jaxkd ValueError is
+    printed as the usual one `error:` line with exit code 2; anything else (a missing flag, help) is left to the
+    CLI's own parser and run to meet again."""
+    argv = list(argv)
+    if any(a in ("-h", "--help") for a in argv):
+        return
+
+    def value(flag: str) -> str | None:
+        for i, a in enumerate(argv):
+            if a == flag and i + 1 < len(argv):
+                return argv[i + 1]
+            if a.startswith(flag + "="):
+                return a.split("=", 1)[1]
+        return None
+
+    def checks():
+        spec = value("--config")
+        if spec is not None:
+            load(spec, split_overrides(argv)[0])
+        if workdir_flag is not None and value(workdir_flag) is not None:
+            from jaxkd import paths
+
+            paths.output_dir(value(workdir_flag), workdir_flag)
+
+    try:
+        checks()
+    except ValueError as e:
+        if isinstance(e, ConfigError) or type(e).__module__.startswith("jaxkd"):
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+    except Exception:  # noqa: BLE001  (reported by the run itself, with the full machinery)
+        pass
+
+
 def main_guard(fn: Callable[[], int | None]) -> None:
     """Runs a CLI main. Bad input — a ConfigError, or any of jaxkd's own ValueError subclasses (DataError,
     CheckpointError, StateDictMismatch, ...) or a run stopped by its numerics guard (FloatingPointError: a

@@ -303,8 +303,10 @@ def load_arrays(source: str, *, data_dir: str = "", image_size: int = 0, num_cla
         from jaxkd.data.formats import load_cifar_python
         ds = load_cifar_python(os.path.expanduser(arg))
     elif kind == "folder":
+        from jaxkd.data.decoded_cache import cached
         from jaxkd.data.formats import load_folder
-        ds = load_folder(os.path.expanduser(arg), image_size=image_size)
+        path = os.path.expanduser(arg)
+        ds = cached(path, image_size, lambda: load_folder(path, image_size=image_size))
     elif kind == "tfds":
         from jaxkd.data.tfds_builders import load_tfds
         ds = load_tfds(arg, data_dir=os.path.expanduser(data_dir))
