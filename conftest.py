@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parent
 # subprocess a test starts inherits it, so the small presets that many tests run compile once. A user's own
 # JAXKD_COMPILATION_CACHE (a folder, or 0 for none) is kept.
 os.environ.setdefault("JAXKD_COMPILATION_CACHE", str(Path(tempfile.gettempdir()) / f"jaxkd-tests-xla-{os.getuid()}"))
+# Likewise one decoded-data cache (jaxkd.data.decoded_cache): CIFAR-10's JPEG tar is decoded once per test run.
+os.environ.setdefault("JAXKD_DATA_CACHE", str(Path(tempfile.gettempdir()) / f"jaxkd-tests-data-{os.getuid()}"))
 
 
 def pytest_configure(config):

@@ -421,7 +421,8 @@ CASES = [
       prep=lambda t: _corrupt_tree(t / "vit" / "checkpoints")),
     C("workdir-config-json-corrupt", "train", VIT_ARGS + ["--workdir", "{vit}"], ["{vit}/config.json", "--force"],
       prep=lambda t: _garbage(t / "vit" / "config.json", b"{not json")),
-    C("workdir-is-a-file", "train", QS, ["{work}", "directory"], prep=lambda t: _garbage(t / "work")),
+    C("workdir-is-a-file", "train", QS, ["--workdir {work} is a file", "give a folder"],
+      prep=lambda t: _garbage(t / "work")),
     # --- evaluate / predict -------------------------------------------------------------------------------------
     C("evaluate-not-a-workdir", "evaluate", ["--workdir", "{tmp}/nowhere"],
       ["{tmp}/nowhere: no config.json", "give a jaxkd workdir written by python -m jaxkd.train"]),

@@ -86,10 +86,16 @@ def _start_and_kill(workdir, env, *extra, when, sig=signal.SIGKILL, timeout=300)
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, env):
+def finished(tmp_path_factory, env) -> Path:
+    """The uninterrupted run's workdir (read only: copy it to change it)."""
     workdir = tmp_path_factory.mktemp("reference")
     _finish(workdir, env)
-    return _sha(workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def reference(finished):
+    return _sha(finished)
 
 
 # A kill during a save (and in the SWA BatchNorm pass and the export) is tests/test_faults.py's sample of the
@@ -195,8 +201,11 @@ def test_corrupt_newest_checkpoint_falls_back(reference, env, tmp_path):
     assert _sha(tmp_path) == reference
 
 
-def test_different_config_refused_unless_force(env, tmp_path):
-    _start_and_kill(tmp_path, env, when=lambda w: (Path(w) / "checkpoints" / "4").is_dir())
+def test_different_config_refused_unless_force(finished, env, tmp_path):
+    import shutil
+
+    shutil.rmtree(tmp_path)
+    shutil.copytree(finished, tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
     r = subprocess.run(_cmd(tmp_path, "--config.training.learning_rate=0.5"), cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
@@ -206,7 +215,7 @@ def test_different_config_refused_unless_force(env, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing touched
     _finish(tmp_path, env, "--config.training.learning_rate=0.5", "--force")
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("replaced-")]
-    assert len(aside) == 1 and (aside[0] / "checkpoints" / "4").is_dir()  # the old run is kept, moved aside
+    assert len(aside) == 1 and (aside[0] / "checkpoints" / "12").is_dir()  # the old run is kept, moved aside
 
 
 def test_resume_on_fewer_devices(env, tmp_path):
