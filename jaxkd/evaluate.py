@@ -8,7 +8,6 @@ finished run in a read-only place is evaluated all the same, saying where the fi
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -59,7 +58,8 @@ def evaluate(workdir: str | Path, split: str = "test", tta: bool = False, write:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxkd.evaluate", description=__doc__.splitlines()[0])
+    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
+    parser = ArgumentParser(prog="python -m jaxkd.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--split", default="test", choices=("test", "val", "train"))
     parser.add_argument("--tta", action="store_true", help="average with the horizontal flip")

@@ -19,7 +19,6 @@ at the kill, how the run ended, where the rerun resumed, outcome). Exit code 0 w
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -192,7 +191,8 @@ def _table(rows: list[dict], processes: int) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jaxkd.faults", description=__doc__.split("\n\n")[1])
+    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
+    ap = ArgumentParser(prog="python -m jaxkd.faults", description=__doc__.split("\n\n")[1])
     ap.add_argument("--workdir", required=True, help="the campaign's folder (a run folder per kill inside)")
     ap.add_argument("--kills", type=int, default=20, help="number of kills (default 20)")
     ap.add_argument("--processes", type=int, default=1, choices=(1, 2), help="processes per run (default 1)")

@@ -8,7 +8,6 @@ read from the class token) for the ViT.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -135,7 +134,8 @@ def predict(workdir: str | Path, paths: list[str], explain: str | Path | None = 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxkd.predict", description=__doc__.splitlines()[0])
+    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
+    parser = ArgumentParser(prog="python -m jaxkd.predict", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("images", nargs="+")
     parser.add_argument("--explain", default=None, help="folder for Grad-CAM / attention-rollout pictures")

@@ -6,7 +6,6 @@ Prints one row per parameter tensor (name in the torch state-dict spelling, shap
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 if __name__ == "__main__":  # the command line: the config is checked before JAX is imported
@@ -14,7 +13,6 @@ if __name__ == "__main__":  # the command line: the config is checked before JAX
 
     _config.precheck(sys.argv[1:])
 
-import jax
 from flax import nnx
 
 from jaxkd import config as config_lib
@@ -50,7 +48,8 @@ def format_summary(cfg, model: nnx.Module) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxkd.summary", description=__doc__.splitlines()[0])
+    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
+    parser = ArgumentParser(prog="python -m jaxkd.summary", description=__doc__.splitlines()[0])
     config_lib.add_config_args(parser)
     _, cfg = config_lib.parse_config_args(parser, argv)
     from jaxkd import models

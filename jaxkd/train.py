@@ -18,7 +18,6 @@ if __name__ == "__main__":  # the command line: config and --workdir are checked
 
     _config.precheck(_sys.argv[1:], workdir_flag="--workdir")
 
-import argparse
 import math
 import os
 import signal
@@ -486,7 +485,8 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxkd.train", description="Train a jaxkd model.")
+    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
+    parser = ArgumentParser(prog="python -m jaxkd.train", description="Train a jaxkd model.")
     config_lib.add_config_args(parser)
     parser.add_argument("--workdir", required=True, help="output directory (resumes when it holds a checkpoint)")
     parser.add_argument("--force", action="store_true", help="reuse a workdir that holds a different run")

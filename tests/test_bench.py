@@ -29,15 +29,16 @@ def _bench(*argv, timeout=240):
 
 def test_models_quick_json(tmp_path):
     out = tmp_path / "bench.json"
-    proc = _bench("--quick", "--models", "mnist_cnn,deit_kd", "--batch-size", "4", "--steps", "1", "--repeats", "1",
+    # (the MNIST CNN's row is test_gpu_report_smoke's: one model here keeps CI inside its budget)
+    proc = _bench("--quick", "--models", "deit_kd", "--batch-size", "4", "--steps", "1", "--repeats", "1",
                   "--warmup", "0", "--host-devices", "2", "--config.vit.depth=1", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "time_ratio" in proc.stdout and "MNIST CNN" in proc.stdout
+    assert "time_ratio" in proc.stdout and "DeiT" in proc.stdout
     res = json.loads(out.read_text())
     meta = res["meta"]
     assert meta["devices"] == 2 and meta["host_devices"] == 2 and meta["precision"] == "float32"
     assert meta["torch_threads"] >= 1 and "xla_force_host_platform_device_count=2" in meta["xla_flags"]
-    assert set(res["models"]) == {"mnist_cnn", "deit_kd"}
+    assert set(res["models"]) == {"deit_kd"}
     for r in res["models"].values():
         assert r["batch"] == 4
         for key in ("jaxkd_images_per_s", "torch_images_per_s", "time_ratio", "jaxkd_step_ms", "torch_step_ms"):
@@ -51,7 +52,6 @@ def test_models_quick_json(tmp_path):
         assert r["torch_step_ms"] == pytest.approx(timed[r["torch_best"]])
         assert r["jaxkd_compile_s"] > 0 and all(v["first_step_s"] > 0 for v in r["torch_variants"].values())
     assert meta["torch_modes"] == ["eager", "channels_last"] and meta["torch_optim"] == "foreach"
-    assert res["models"]["deit_kd"]["flops_per_step"] > res["models"]["mnist_cnn"]["flops_per_step"]
     assert "channels_last ms" in proc.stdout and "best torch" in proc.stdout
 
 

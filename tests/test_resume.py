@@ -122,7 +122,7 @@ def test_host_placement_killed_and_rerun_ends_on_the_device_runs_parameters(refe
     """The images on the host (each batch's rows read by the host, augmented on the device) give the same batches
     as the default device copy: killed mid-epoch and rerun, the run ends bit-identical to the reference."""
     host = "--config.data.placement=host"
-    assert _start_and_kill(tmp_path, env, host, when=KILL_POINTS["mid-epoch-2"]) == -signal.SIGKILL
+    assert _start_and_kill(tmp_path, env, host, when=lambda w: _steps_logged(w) >= 6) == -signal.SIGKILL
     _finish(tmp_path, env, host)
     assert json.loads((tmp_path / "config.json").read_text())["data"]["placement"] == "host"
     assert _sha(tmp_path) == reference

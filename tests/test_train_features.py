@@ -343,16 +343,19 @@ def test_summary_total_params(preset, total, capsys):
     assert np.all(np.array(rows) > 0)
 
 
-@pytest.mark.parametrize("tf32, want", [(True, "tensorfloat32"), (False, "float32")])
-def test_tf32_sets_the_default_matmul_precision(tmp_path, tf32, want):
+def test_tf32_sets_the_default_matmul_precision(tmp_path):
     """training.use_tf32 (torch's allow_tf32) -> jax_default_matmul_precision 'tensorfloat32'; otherwise 'float32',
-    so fp32 stays fp32 on GPUs whose XLA default is TF32 (no effect on CPU). A subprocess: the setting is global."""
+    so fp32 stays fp32 on GPUs whose XLA default is TF32 (no effect on CPU). A subprocess: the setting is global;
+    one process trains twice (TF32 on, then off), so each run must set it, not inherit it."""
     code = ("import sys, jax\nfrom jaxkd import config as C, train as T\n"
-            "before = jax.config.jax_default_matmul_precision\n"
-            "T.train(C.load('configs/quickstart.py', sys.argv[2:]), sys.argv[1])\n"
-            "print('PRECISION', before, jax.config.jax_default_matmul_precision)\n")
+            "print('PRECISION', jax.config.jax_default_matmul_precision)\n"
+            "for i, tf32 in enumerate(('true', 'false')):\n"
+            "    T.train(C.load('configs/quickstart.py', sys.argv[2:] + [f'--config.training.use_tf32={tf32}']),\n"
+            "            f'{sys.argv[1]}{i}')\n"
+            "    print('PRECISION', jax.config.jax_default_matmul_precision)\n")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w"), *TINY_VIT, T + "num_epochs=1",
-                        T + "warmup_epochs=0", T + "max_steps_per_epoch=1", T + f"use_tf32={str(tf32).lower()}"],
+                        T + "warmup_epochs=0", T + "max_steps_per_epoch=1"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert [ln for ln in r.stdout.splitlines() if ln.startswith("PRECISION")][-1] == f"PRECISION None {want}"
+    assert [ln for ln in r.stdout.splitlines() if ln.startswith("PRECISION")] == [
+        "PRECISION None", "PRECISION tensorfloat32", "PRECISION float32"]

@@ -8,7 +8,6 @@ items are handed to the benchmark as ``args.overrides`` (a list of strings) for 
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import pkgutil
@@ -35,7 +34,8 @@ def benchmarks() -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     mods = benchmarks()
-    parser = argparse.ArgumentParser(prog="python -m jaxkd.bench", description=__doc__.split("\n")[0])
+    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
+    parser = ArgumentParser(prog="python -m jaxkd.bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="name", required=True)
     for name, module in sorted(mods.items()):
         cli = name.replace("_", "-")  # gpu_report.py -> `gpu-report` (the module name also works)

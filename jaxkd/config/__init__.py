@@ -252,6 +252,14 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
     return cfg
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with jaxkd's rule for bad input: a usage error (a missing or unknown flag, a bad choice) is one line
+    `error: PROG: MESSAGE (see PROG --help)` and exit code 2, not argparse's usage block. Sub-commands inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds --config PRESET[:arg]; '--config.a.b=value' overrides are collected by parse_config_args."""
     parser.add_argument("--config", required=True, help="preset file, e.g. configs/deit_cifar.py:smoke")

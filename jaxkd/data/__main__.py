@@ -15,7 +15,6 @@ each process reads only its rows of each batch). All accept ``--config.a.b=value
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from typing import Sequence
@@ -110,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxkd.config import ConfigError, add_config_args, parse_config_args
     from jaxkd.data.sources import DataError
 
-    parser = argparse.ArgumentParser(prog="python -m jaxkd.data", description=__doc__.split("\n")[0])
+    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
+    parser = ArgumentParser(prog="python -m jaxkd.data", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = add_config_args(sub.add_parser("preview", help="write a PNG grid of augmented training images"))
     p.add_argument("--out", default="grid.png", help="output PNG (default grid.png)")

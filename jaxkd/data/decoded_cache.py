@@ -22,9 +22,12 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from jaxkd.data.sources import Dataset
 
 __all__ = ["cache_root", "cached", "MIN_IMAGES"]
 
@@ -55,9 +58,9 @@ def _key(path: Path, image_size: int) -> str:
     return h.hexdigest()[:32]
 
 
-def cached(path: str, image_size: int, decode: Callable[[], "Dataset"]) -> "Dataset":  # noqa: F821
+def cached(path: str, image_size: int, decode: Callable[[], Dataset]) -> Dataset:
     """The Dataset of `path`, from the cache when an entry for it exists, else ``decode()`` (saved when large)."""
-    from jaxkd.data.sources import Dataset
+    from jaxkd.data.sources import Dataset  # (sources imports this module)
 
     root = cache_root()
     if root is None or not os.path.exists(path):
