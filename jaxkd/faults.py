@@ -210,7 +210,11 @@ def main(argv=None) -> int:
                           f"choose from {','.join(PHASES)}")
     if args.kills < 1:
         raise ConfigError(f"--kills {args.kills}: give at least 1")
-    base = Path(args.workdir).resolve()
+    from jaxkd import paths
+
+    base = paths.output_dir(args.workdir, "--workdir").resolve()
+    if args.out:
+        paths.output_file(args.out, "--out")
     if base.exists() and any(base.iterdir()):
         raise ConfigError(f"--workdir {base} is not empty: give a new folder (each campaign starts its runs afresh)")
     base.mkdir(parents=True, exist_ok=True)

@@ -106,10 +106,10 @@ def export(config, out: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from jaxkd.config import ConfigError, add_config_args, parse_config_args
+    from jaxkd import paths
+    from jaxkd.config import ArgumentParser, ConfigError, add_config_args, parse_config_args
     from jaxkd.data.sources import DataError
 
-    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
     parser = ArgumentParser(prog="python -m jaxkd.data", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = add_config_args(sub.add_parser("preview", help="write a PNG grid of augmented training images"))
@@ -124,12 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "preview":
             if args.num_images < 1:
                 raise DataError("--num-images must be >= 1")
+            paths.output_file(args.out, "--out")
             print(f"wrote {preview(config, args.out, args.num_images, args.epoch)}")
         elif args.command == "export":
-            print(export(config, args.out))
+            print(export(config, paths.output_dir(args.out, "--out")))
         else:
             print(info(config))
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, paths.PathError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -302,6 +302,9 @@ def main(argv=None) -> int:
     suite = get_suite(args.suite)
     if not args.workdir:
         raise StudyError("--workdir DIR is required: the study's runs and results go there")
+    from jaxkd import paths
+
+    paths.output_dir(args.workdir, "--workdir")
     only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
     if args.only is not None and not only:
         raise StudyError("--only needs RUN[,RUN...]")
