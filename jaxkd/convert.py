@@ -276,8 +276,7 @@ def from_yaml(yaml_path: str | os.PathLike, out_py: str | os.PathLike, *, ignore
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
-    parser = ArgumentParser(prog="python -m jaxkd.convert", description=__doc__.splitlines()[0])
+    parser = config_lib.ArgumentParser(prog="python -m jaxkd.convert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("from-torch", help="original project's .pth -> jaxkd workdir")
     p.add_argument("--config", required=True, help="preset of the checkpoint's model, e.g. configs/mnist_cnn.py "

@@ -58,8 +58,7 @@ def evaluate(workdir: str | Path, split: str = "test", tta: bool = False, write:
 
 
 def main(argv=None) -> int:
-    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
-    parser = ArgumentParser(prog="python -m jaxkd.evaluate", description=__doc__.splitlines()[0])
+    parser = config_lib.ArgumentParser(prog="python -m jaxkd.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--split", default="test", choices=("test", "val", "train"))
     parser.add_argument("--tta", action="store_true", help="average with the horizontal flip")

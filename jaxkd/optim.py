@@ -103,7 +103,8 @@ def weight_decay_mask(params: Any, mode: str) -> Any:
 
 def make_optimizer(cfg: ConfigDict, steps_per_epoch: int, params: Any = None) -> optax.GradientTransformation:
     """The full update rule: [clip] → optimiser (with weight decay, mask) → −lr(step), wrapped in
-    optax.apply_if_finite when skip_nonfinite_updates > 0 and in MultiSteps when gradient_accumulation_steps > 1. `params` (or an abstract pytree of them) is needed for the 'deit' mask."""
+    optax.apply_if_finite when skip_nonfinite_updates > 0 and in MultiSteps when gradient_accumulation_steps > 1.
+    `params` (or an abstract pytree of them) is needed for the 'deit' mask."""
     t = cfg.training
     schedule = make_schedule(cfg, steps_per_epoch)
     wd = t.weight_decay

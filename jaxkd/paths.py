@@ -32,18 +32,13 @@ def unwritable_reason(path: str | os.PathLike) -> str | None:
     probe = _nearest_existing(Path(path).absolute())
     if probe.exists() and not probe.is_dir():
         probe = probe.parent
-    if os.access(probe, os.W_OK | os.X_OK):
-        try:  # os.access says yes to root on a read-only file system on some kernels: ask the file system itself
-            if os.statvfs(probe).f_flag & os.ST_RDONLY:
-                return f"{probe} is on a read-only file system"
-        except OSError:
-            pass
-        return None
-    try:
+    try:  # asked of the file system itself: os.access may say yes to root on a read-only one
         read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
     except OSError:
         read_only = False
-    return f"{probe} is on a read-only file system" if read_only else f"{probe}: {os.strerror(errno.EACCES).lower()}"
+    if read_only:
+        return f"{probe} is on a read-only file system"
+    return None if os.access(probe, os.W_OK | os.X_OK) else f"{probe}: {os.strerror(errno.EACCES).lower()}"
 
 
 def output_dir(path: str | os.PathLike | None, flag: str) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxkd import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
-from jaxkd import paths
+from jaxkd import paths as paths_lib
 
 __all__ = ["load_image", "predict", "grad_cam", "attention_rollout", "main"]
 
@@ -134,14 +134,13 @@ def predict(workdir: str | Path, paths: list[str], explain: str | Path | None = 
 
 
 def main(argv=None) -> int:
-    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
-    parser = ArgumentParser(prog="python -m jaxkd.predict", description=__doc__.splitlines()[0])
+    parser = config_lib.ArgumentParser(prog="python -m jaxkd.predict", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("images", nargs="+")
     parser.add_argument("--explain", default=None, help="folder for Grad-CAM / attention-rollout pictures")
     args = parser.parse_args(argv)
     if args.explain is not None:
-        paths.output_dir(args.explain, "--explain")
+        paths_lib.output_dir(args.explain, "--explain")
     for r in predict(args.workdir, args.images, args.explain):
         top = ", ".join(f"{n} {p:.3f}" for n, p in r["top5"])
         print(f"{r['image']}: {top}" + (f"  [{r['explanation']}]" if "explanation" in r else ""))

@@ -19,9 +19,12 @@ __all__ = ["MetricWriter", "Progress", "classification_report", "format_report",
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Writes JSON through a temporary file and a rename, so a killed run never leaves half a file."""
-    path = Path(path)
+    _replace_atomic(Path(path), json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _replace_atomic(path: Path, text: str) -> None:
+    """`text` into `path` through a temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.tmp")
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
@@ -64,7 +67,7 @@ class MetricWriter:
             return 0
         rows = [(line, _row(line)) for line in self.path.read_text(errors="replace").splitlines() if line.strip()]
         keep = [line for line, row in rows if row is not None and row["step"] <= step]
-        write_json_lines_atomic(self.path, keep)
+        _replace_atomic(self.path, "".join(line + "\n" for line in keep))
         return sum(row is None for _, row in rows)
 
     def read(self) -> list[dict]:
@@ -81,12 +84,6 @@ def _row(line: str) -> dict | None:
     except json.JSONDecodeError:
         return None
     return row if isinstance(row, dict) and isinstance(row.get("step"), int) else None
-
-
-def write_json_lines_atomic(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
 
 
 class Progress:

@@ -48,8 +48,7 @@ def format_summary(cfg, model: nnx.Module) -> str:
 
 
 def main(argv=None) -> int:
-    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
-    parser = ArgumentParser(prog="python -m jaxkd.summary", description=__doc__.splitlines()[0])
+    parser = config_lib.ArgumentParser(prog="python -m jaxkd.summary", description=__doc__.splitlines()[0])
     config_lib.add_config_args(parser)
     _, cfg = config_lib.parse_config_args(parser, argv)
     from jaxkd import models

@@ -485,8 +485,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
 
 
 def main(argv=None) -> int:
-    from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
-    parser = ArgumentParser(prog="python -m jaxkd.train", description="Train a jaxkd model.")
+    parser = config_lib.ArgumentParser(prog="python -m jaxkd.train", description="Train a jaxkd model.")
     config_lib.add_config_args(parser)
     parser.add_argument("--workdir", required=True, help="output directory (resumes when it holds a checkpoint)")
     parser.add_argument("--force", action="store_true", help="reuse a workdir that holds a different run")

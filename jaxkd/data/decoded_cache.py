@@ -81,6 +81,7 @@ def cached(path: str, image_size: int, decode: Callable[[], Dataset]) -> Dataset
 
 
 def _save(entry: Path, ds, path: str) -> None:
+    tmp = None
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
@@ -97,6 +98,7 @@ def _save(entry: Path, ds, path: str) -> None:
         print(f"note: decoded {path} once into {entry} ({mb:.0f} MB): later runs read it from there "
               "(JAXKD_DATA_CACHE=0 turns this off)", file=sys.stderr)
     except OSError as e:
-        shutil.rmtree(locals().get("tmp", entry.parent / ".none"), ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         print(f"note: decoded-data cache off for this run: cannot write {entry.parent} ({e.strerror or e})",
               file=sys.stderr)

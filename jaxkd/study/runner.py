@@ -277,7 +277,7 @@ def _list_suites(out: Callable[[str], None]) -> None:
 def main(argv=None) -> int:
     from jaxkd.config import ArgumentParser  # (usage errors: one `error:` line, exit 2)
     p = ArgumentParser(prog="python -m jaxkd.study", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("suite", nargs="?", help=f"one of {', '.join(SUITES)}, or path/to/suites.py:NAME")
     p.add_argument("--workdir", help="the study's directory: DIR/<run>/seed<k>/ per run, results beside")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the suite's)")
