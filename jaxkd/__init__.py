@@ -29,7 +29,7 @@ __all__ = ["__version__", "load"]
 
 
 def load(path):
-    """(model, config) of a trained jaxkd run for inference, from its workdir (see jaxkd.checkpoint.load)."""
-    from jaxkd.checkpoint import load as _load
+    """(model, config) of a trained jaxkd run for inference, from its workdir (see jaxkd.train.checkpoint.load)."""
+    from jaxkd.train.checkpoint import load as _load
 
     return _load(path)

@@ -6,12 +6,12 @@
 
 from-torch: reads the original project's ``best_model.pth`` (a state dict, or a dict holding it under
 'model_state_dict' beside pickled objects of that project's classes, which are neither needed nor ever run: see
-:mod:`jaxkd.torch_checkpoint`), checks it against the model of a jaxkd preset (plus ``--config.a.b=value``
+:mod:`jaxkd.interop.torch_pickle`), checks it against the model of a jaxkd preset (plus ``--config.a.b=value``
 overrides) and writes a jaxkd workdir — config.json, data.json, model/ — that ``jaxkd.evaluate``,
 ``jaxkd.predict`` and distillation (as the teacher) accept. A state dict that does not fit the preset is a one-line
 error naming the mismatching keys and shapes; the output directory is then left as it was.
 
-from-yaml: the original project's YAML config -> a jaxkd preset file (:mod:`jaxkd.yaml_import` has the mapping).
+from-yaml: the original project's YAML config -> a jaxkd preset file (:mod:`jaxkd.interop.yaml_import` has the mapping).
 
 to-torch: a jaxkd workdir's exported model -> a state dict in the original / torch_ref layout, as ``.pth``
 (torch.save of {key: tensor}; ``load_state_dict(strict=True)`` accepts it) or ``.safetensors``.
@@ -29,9 +29,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from jaxkd.errors import JaxkdError
 from jaxkd import config as config_lib
 from jaxkd import paths
-from jaxkd import torch_checkpoint as tc
+from jaxkd.interop import torch_pickle as tc
+from jaxkd.interop.fit import expected_shapes, fit_problems, load_torch_checkpoint  # noqa: F401  (re-export)
 
 __all__ = ["ConvertError", "from_torch", "from_yaml", "to_torch", "load_torch_checkpoint", "data_meta",
            "expected_shapes", "main"]
@@ -39,23 +41,12 @@ __all__ = ["ConvertError", "from_torch", "from_yaml", "to_torch", "load_torch_ch
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _KNOWN_CLASSES = {"mnist": MNIST_CLASSES, "cifar": CIFAR10_CLASSES}
-_HEADS = ("classifier.3.weight", "head.weight")
-_SHOW = 5  # keys listed per kind of mismatch
-
-
-class ConvertError(ValueError):
+class ConvertError(JaxkdError, ValueError):
     """A conversion that cannot run (output exists, checkpoint does not fit the preset, ...): one line, with fix."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # from-torch
-
-def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The model state dict in a ``.pth`` (the original's best_model.pth, or a bare state dict) or
-    ``.safetensors`` file, as {torch key: numpy array}, read without importing or running pickled classes
-    (:func:`jaxkd.torch_checkpoint.load_torch_file`). Raises TorchCheckpointError naming the file and the fix."""
-    return tc.state_dict_arrays(tc.load_torch_file(path), str(path))
-
 
 def data_meta(cfg) -> dict:
     """data.json of a workdir: class_names, image_shape [H, W, C], per-channel normalisation mean / std.
@@ -79,45 +70,6 @@ def data_meta(cfg) -> dict:
         class_names, image_shape, mean, std = (list(data.class_names), list(data.image_shape), data.mean, data.std)
     return {"class_names": class_names, "image_shape": [int(v) for v in image_shape],
             "mean": [float(v) for v in np.ravel(mean)], "std": [float(v) for v in np.ravel(std)]}
-
-
-def _listing(items: list[str]) -> str:
-    more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-    return ", ".join(items[:_SHOW]) + more
-
-
-def fit_problems(expected: dict[str, tuple], sd: dict[str, np.ndarray]) -> tuple[list[str], str]:
-    """(problems, hint) of a torch-layout state dict against the expected {key: shape}; problems empty = fits."""
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    shaped = [f"{k} {tuple(sd[k].shape)} vs {expected[k]}" for k in expected
-              if k in sd and tuple(sd[k].shape) != tuple(expected[k])]
-    problems = []
-    if shaped:
-        problems.append(f"{len(shaped)} mis-shaped (checkpoint vs preset): {_listing(shaped)}")
-    if missing:
-        problems.append(f"{len(missing)} missing: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {_listing(unexpected)}")
-    hint = ""
-    for head in _HEADS:
-        if head in sd and head in expected and sd[head].shape[1:] == expected[head][1:] \
-                and sd[head].shape[0] != expected[head][0]:
-            hint = f"; try --config.model.num_classes={sd[head].shape[0]}"
-    return problems, hint
-
-
-def expected_shapes(cfg) -> dict[str, tuple[int, ...]]:
-    """torch key -> torch-layout shape of the model ``cfg`` builds, without initialising it (nnx.eval_shape)."""
-    from flax import nnx
-
-    from jaxkd import interop, models
-
-    abstract = nnx.eval_shape(lambda: models.build(cfg, nnx.Rngs(0)))
-    for _, var in nnx.iter_graph(abstract):
-        if isinstance(var, nnx.Variable) and hasattr(var.get_value(), "shape"):
-            var.set_value(np.broadcast_to(np.zeros((), np.int8), var.get_value().shape))  # shape only, no memory
-    return interop.torch_state_dict_shapes(abstract)
 
 
 def _check_out_dir(out: Path, force: bool, inputs: Sequence[Path] = ()) -> None:
@@ -155,8 +107,10 @@ def _from_torch(cfg, spec: str, torch_path: str | os.PathLike, out_dir: str | os
                 log: Callable[[str], None] = print) -> Path:
     from flax import nnx
 
-    from jaxkd import checkpoint as ckpt_lib
-    from jaxkd import interop, models, reporting, steps
+    from jaxkd.train import checkpoint as ckpt_lib
+    from jaxkd import interop, models
+    from jaxkd.train import reporting
+    from jaxkd.train import steps
 
     out, src = Path(out_dir), Path(torch_path)
     _check_out_dir(out, force, [src])
@@ -205,7 +159,7 @@ def from_torch(config_spec: str, torch_path: str | os.PathLike, out_dir: str | o
 
     ``config_spec``: a preset 'configs/NAME.py[:arg]' (or 'NAME[:arg]'); ``overrides``: '--config.a.b=value'
     items. The workdir holds config.json (the resolved preset), data.json (class names, image shape,
-    normalisation) and model/ (the weights, as training exports them), so ``jaxkd.checkpoint.load(out_dir)``
+    normalisation) and model/ (the weights, as training exports them), so ``jaxkd.train.checkpoint.load(out_dir)``
     returns the model with the checkpoint's weights. Raises ConvertError (checkpoint does not fit the preset,
     ``out_dir`` not empty without ``force``), TorchCheckpointError (unreadable file), ConfigError.
     """
@@ -221,7 +175,7 @@ def to_torch(workdir: str | os.PathLike, out_path: str | os.PathLike, *, force: 
     of {key: tensor}, loadable with the torch_ref model's ``load_state_dict(strict=True)``) or ``.safetensors``
     (float32 weights, int64 num_batches_tracked; metadata 'format': 'pt' and 'jaxkd_config': the config JSON).
     Refuses to overwrite an existing file unless ``force``. Returns the path written."""
-    from jaxkd import checkpoint as ckpt_lib
+    from jaxkd.train import checkpoint as ckpt_lib
     from jaxkd import interop
 
     out = Path(out_path)
@@ -260,12 +214,12 @@ def from_yaml(yaml_path: str | os.PathLike, out_py: str | os.PathLike, *, ignore
               devices: int = 1, mode: str = "auto", force: bool = False, command: str = ""):
     """Writes the jaxkd preset equivalent to the original project's YAML config; returns the loaded config.
 
-    See :mod:`jaxkd.yaml_import` for the field mapping. Fields without a jaxkd equivalent raise ConfigError listing
+    See :mod:`jaxkd.interop.yaml_import` for the field mapping. Fields without a jaxkd equivalent raise ConfigError listing
     them all, unless ``ignore_unsupported`` (then they are written as comments). ``devices``: the original's
     per-device batch_size is multiplied by it (jaxkd's batch is global). ``mode``: auto | supervised |
     distillation | ss. Refuses to overwrite ``out_py`` unless ``force``.
     """
-    from jaxkd.yaml_import import import_yaml
+    from jaxkd.interop.yaml_import import import_yaml
 
     return import_yaml(yaml_path, out_py, ignore_unsupported=ignore_unsupported, devices=devices, mode=mode,
                        force=force, command=command)

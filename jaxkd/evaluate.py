@@ -11,9 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jaxkd import checkpoint as ckpt_lib
+from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
-from jaxkd import paths, reporting, steps, tasks
+from jaxkd import paths, tasks
+from jaxkd.train import reporting
+from jaxkd.train import steps
 
 __all__ = ["evaluate", "main"]
 
@@ -25,11 +27,11 @@ def tta_logits(model, image):
 
 def evaluate(workdir: str | Path, split: str = "test", tta: bool = False, write: bool = True,
              out: str | Path | None = None) -> dict:
-    """The report dict of `split` for the model in `workdir` (see jaxkd.reporting.classification_report). With
+    """The report dict of `split` for the model in `workdir` (see jaxkd.train.reporting.classification_report). With
     `write`, prints the report, then writes eval_<split>[_tta].txt / .json / .png into `out` (default: the
     workdir); a place that cannot be written is said on stderr after the report (the report stands)."""
     from jaxkd import data as data_lib
-    from jaxkd.train import evaluate_split
+    from jaxkd.train.evaluators import evaluate_split
 
     workdir = Path(workdir)
     model, cfg = ckpt_lib.load(workdir)

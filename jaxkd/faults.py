@@ -38,8 +38,13 @@ RUN_ARGS = ["--config", "configs/quickstart.py", "--config.training.num_epochs=4
             "--config.logging.save_frequency=1", "--config.training.log_every_steps=1",
             "--config.logging.progress_bar=false"]
 PHASES = ("train", "evaluate", "checkpoint", "swa_bn", "final_evaluate", "export")
-STEP_SLEEP_S = "0.15"  # slows each training step (JAXKD_FAULT_SLEEP_S), so that steps are windows to kill in
+STEP_SLEEP_S = "0.15"  # slows each training step (the trainer's on_step hook), so that steps are windows to kill in
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# `python -c _SLOWED_TRAIN SECONDS TRAIN_ARGS...`: jaxkd.train whose every step takes SECONDS longer
+_SLOWED_TRAIN = ("import sys, time; from jaxkd import config; from jaxkd.train import loop; s = float(sys.argv[1]); "
+                 "config.main_guard(lambda: loop.main(sys.argv[2:], on_step=lambda step: time.sleep(s)))")
 
 
 def _free_port() -> int:
@@ -49,7 +54,7 @@ def _free_port() -> int:
 
 
 def _start(workdir: Path, processes: int, log: Path) -> list[subprocess.Popen]:
-    env = dict(os.environ, JAXKD_FAULT_SLEEP_S=STEP_SLEEP_S)
+    env = dict(os.environ)
     port = _free_port()
     procs = []
     for pid in range(processes):
@@ -57,7 +62,8 @@ def _start(workdir: Path, processes: int, log: Path) -> list[subprocess.Popen]:
             env = dict(env, JAXKD_COORDINATOR=f"127.0.0.1:{port}", JAXKD_NUM_PROCESSES=str(processes),
                        JAXKD_PROCESS_ID=str(pid))
         out = open(log.with_name(f"{log.name}.p{pid}"), "a")  # noqa: SIM115  (closed by the OS at exit)
-        procs.append(subprocess.Popen([sys.executable, "-m", "jaxkd.train", *RUN_ARGS, "--workdir", str(workdir)],
+        procs.append(subprocess.Popen([sys.executable, "-c", _SLOWED_TRAIN, STEP_SLEEP_S, *RUN_ARGS, "--workdir",
+                                       str(workdir)],
                                       cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
     return procs
 
@@ -241,7 +247,7 @@ def main(argv=None) -> int:
              f"{'es' if args.processes > 1 else ''}, seed {args.seed})")
     text = (f"{title}\n\n`python -m jaxkd.faults --workdir {args.workdir} --kills {args.kills} --processes "
             f"{args.processes} --seed {args.seed} --phases {','.join(phases)}` ({time.time() - t0:.0f} s). Run: `{' '.join(RUN_ARGS)}` with "
-            f"JAXKD_FAULT_SLEEP_S={STEP_SLEEP_S}; 'ok' = the rerun's params_sha256 and swa_params_sha256 equal the "
+            f"steps slowed by {STEP_SLEEP_S} s; 'ok' = the rerun's params_sha256 and swa_params_sha256 equal the "
             f"uninterrupted run's.\n\n{_table(rows, args.processes)}\n")
     out = Path(args.out) if args.out else base / "faults.md"
     out.write_text(text)

@@ -13,10 +13,12 @@ import errno
 import os
 from pathlib import Path
 
+from jaxkd.errors import JaxkdError
+
 __all__ = ["PathError", "output_dir", "output_file", "unwritable_reason"]
 
 
-class PathError(ValueError):
+class PathError(JaxkdError, ValueError):
     """A path given on the command line that the command cannot use."""
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd import checkpoint as ckpt_lib
+from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
 from jaxkd import paths as paths_lib
 

@@ -5,7 +5,7 @@
   GPU both frameworks default to TF32, ~1e-3 relative, while the suite's float32 tolerances are 1e-5 and below).
   Set for the parity package only (package scope: torn down before ``tests/`` runs in the same process, so the
   trainer's own tests keep its setting), checked and restored around each test, so that a test which changes it
-  (``jaxkd.train.train`` sets ``'float32'``, or ``'tensorfloat32'`` with ``training.use_tf32``) cannot leak into
+  (``jaxkd.train.loop.train`` sets ``'float32'``, or ``'tensorfloat32'`` with ``training.use_tf32``) cannot leak into
   the next one. Tests that want reduced precision on purpose use a ``with`` block
   (``jax.default_matmul_precision(...)``, ``torch.autocast``), which restores itself.
 * GPU memory: JAX would preallocate 75 % of the GPU in each pytest-xdist worker (and torch shares the GPU in the

@@ -215,13 +215,13 @@ ITEMS_1_4 = [
          [LOSS + "test_ss_distillation_loss", T_LOSS + "test_ss_distillation_stages_and_zero_token_terms",
           T_DIST + "test_ss_preset_smoke_runs[deit_ss_cifar]"],
          ["jaxkd.losses.ss:ss_distillation_loss", "jaxkd.losses.ss:rel_weight_at",
-          "jaxkd.distill_ss:SelfSupervisedDistillation.__call__"],
+          "jaxkd.tasks.tokens:SelfSupervisedDistillation.__call__"],
          ["torch_ref.losses:ss_distillation_loss", "torch_ref.losses:rel_weight_at"],
          "stage A (epoch < rel_warmup_epochs 10: CE + λ_tok·L_tok) and B (+ λ_rel·L_rel) at epochs 3 and 12: total "
          "and parts (ce, tok, rel) vs torch_ref <= 1e-6 rel (rel <= 1e-5); control: L_rel in the wrong stage",
          [("", "^rel_value$|^rel_grad$", "max rel. Δ")], "Critical",
          "Token distillation never trains head_dist, yet the original's default `avg` inference averaged its random "
-         "logits in. jaxkd resolves vit.inference_mode to 'cls' for token distillation (jaxkd.train.train, recorded "
+         "logits in. jaxkd resolves vit.inference_mode to 'cls' for token distillation (jaxkd.train.loop.train, recorded "
          "in config.json); no option restores the averaging (use vit.distillation=false to drop the token)."),
     item("2.2", "Token representation loss",
          [LOSS + "test_token_representation_loss", LOSS + "test_token_representation_teacher_modes",
@@ -261,7 +261,7 @@ ITEMS_1_4 = [
     item("2.2", "Token interpolation",
          [LOSS + "test_resize_tokens", VIT + "test_bilinear_16_to_8_is_2x2_mean_pool",
           T_LOSS + "test_resize_16_to_8_is_2x2_mean_pool_and_identity_on_same_grid"],
-         ["jaxkd.losses.tokens:resize_tokens", "jaxkd.resize:resize_bilinear"], ["torch_ref.losses:resize_tokens"],
+         ["jaxkd.losses.tokens:resize_tokens", "jaxkd.models.resize:resize_bilinear"], ["torch_ref.losses:resize_tokens"],
          "teacher grid → student grid, bilinear align_corners=False: vs torch_ref (F.interpolate) <= 1e-6 rel for "
          "16×16→8×8, 4×4→7×7, 4×6→3×5; 16→8 equals a 2×2 mean pool; controls: align_corners=True, antialias",
          [("", "^rel_value$", "max rel. Δ"), ("test_bilinear_16", "max_abs_diff", "vs 2×2 mean pool max|Δ|")],
@@ -279,7 +279,7 @@ ITEMS_1_4 += [
     # ------------------------------------------------------------------ 3.1 data parallelism (DDP / NCCL in JAX)
     item("3.1", "NCCL backend initialization",
          [T_MP + "test_two_processes_with_coinciding_saves_match_one_process", T_PIPE + "test_two_processes_each_hold_only_their_shard"],
-         ["jaxkd.train:maybe_initialize_distributed", "jaxkd.data.pipeline:make_data_mesh"],
+         ["jaxkd.train.loop:maybe_initialize_distributed", "jaxkd.data.pipeline:make_data_mesh"],
          ["—: torch_ref has no DDP (the original: dist.init_process_group('nccl'))"],
          "JAX equivalent: jax.distributed.initialize (JAXKD_COORDINATOR / JAXKD_NUM_PROCESSES / JAXKD_PROCESS_ID, or a "
          "detected cluster with JAXKD_DISTRIBUTED=1) and one data mesh over every process's devices; XLA picks the "
@@ -295,14 +295,14 @@ ITEMS_1_4 += [
          "each hold exactly their half", severity="Critical"),
     item("3.1", "Metric aggregation",
          [T_TRAIN + "test_eight_devices_match_one"],
-         ["jaxkd.steps:make_train_step", "jaxkd.steps:make_eval_step"],
+         ["jaxkd.train.steps:make_train_step", "jaxkd.train.steps:make_eval_step"],
          ["—: the original reduced with dist.all_reduce(loss, SUM)"],
          "JAX equivalent: losses and metrics are means / sums over the global sharded batch inside the jitted step, "
          "XLA inserts the cross-device reduction; 8 simulated devices vs 1: parameters and test loss <= 1e-5"),
     item("3.1", "Effective batch",
          [T_TRAIN + "test_eight_devices_match_one", T_TRAIN + "test_batch_not_divisible_by_devices_is_a_config_error",
           T_YAML + "test_from_yaml_devices_and_string_floats"],
-         ["jaxkd.config.schema:base_config@batch_size=", "jaxkd.train:_train@batch_size %"], ["—: no twin"],
+         ["jaxkd.config.schema:base_config@batch_size=", "jaxkd.train.loop:_train@batch_size %"], ["—: no twin"],
          "a batch of 16 on 8 devices (2 per device) trains as on 1 device; a batch not divisible by the devices is a "
          "config error naming the multiple", severity="Medium",
          deviation="The original's data.batch_size was per GPU (effective batch = batch_size × GPUs); jaxkd's "
@@ -313,13 +313,13 @@ ITEMS_1_4 += [
     item("3.2", "BF16: no GradScaler",
          [T_FEAT + "test_bf16_run_finishes_with_finite_loss", T_VIT + "test_bf16_compute_close_to_fp32",
           T_LAYERS + "test_batchnorm_bf16_compute_keeps_float32_stats", SPEC_DEFAULTS],
-         ["jaxkd.config.schema:precision", "jaxkd.steps:init_state"], ["—: the original used torch.autocast(bfloat16)"],
+         ["jaxkd.config.schema:precision", "jaxkd.train.steps:init_state"], ["—: the original used torch.autocast(bfloat16)"],
          "use_amp + use_bf16: bf16 compute, fp32 parameters, BN statistics and logits, no loss scale in the state or "
          "metrics; first-step loss within 0.05 of fp32", deviation=BF16_DEV),
     item("3.2", "FP16: GradScaler required",
          [T_FEAT + "test_fp16_run_uses_dynamic_loss_scaling",
           T_FEAT + "test_fp16_loss_scale_halves_on_overflow_and_skips_the_step"],
-         ["jaxkd.steps:make_train_step@loss_scale"], ["—: the original used torch.cuda.amp.GradScaler"],
+         ["jaxkd.train.steps:make_train_step@loss_scale"], ["—: the original used torch.cuda.amp.GradScaler"],
          "use_amp, use_bf16=false: dynamic loss scaling as GradScaler (initial 2^15, halve and skip the step on "
          "non-finite gradients, grow after a run of good steps)"),
     # ------------------------------------------------------------------ 3.3 label smoothing
@@ -338,14 +338,14 @@ ITEMS_1_4 += [
          [SCHED + "test_swa_phase_runs_at_swa_lr_from_three_quarters",
           SCHED + "test_swa_start_rounds_down_and_is_none_without_swa",
           T_FEAT + "test_swa_averages_from_half_way_at_swa_lr"],
-         ["jaxkd.optim:swa_start", "jaxkd.optim:epoch_lr"], ["torch.optim.swa_utils.SWALR (in the test)"],
+         ["jaxkd.train.optim:swa_start", "jaxkd.train.optim:epoch_lr"], ["torch.optim.swa_utils.SWALR (in the test)"],
          "from epoch ⌊0.75·E⌋ (E = 10: 7) at the constant swa_lr, as SWALR(anneal_epochs=0) after the regular "
          "schedule: <= 1e-6 rel per epoch and per step; control: one epoch late differs",
          [("", "swa_phase_rel", "max rel. Δ")], "Medium"),
     item("3.4", "Post-training BatchNorm update",
          [TRAIN + "test_swa_average_and_bn_recompute_match_swa_utils",
           T_FEAT + "test_swa_averages_from_half_way_at_swa_lr"],
-         ["jaxkd.train:bn_recompute", "jaxkd.steps:swa_update"], ["torch_ref.optim:update_bn",
+         ["jaxkd.train.evaluators:bn_recompute", "jaxkd.train.steps:swa_update"], ["torch_ref.optim:update_bn",
                                                                   "torch_ref.optim:swa_average"],
          "equal-weight average (AveragedModel) and update_bn (momentum=None: equal-weight batch statistics) vs "
          "torch.optim.swa_utils <= 1e-5 abs; control: momentum-0.1 statistics differ",
@@ -357,7 +357,7 @@ ITEMS_1_4 += [
     item("3.5", "clip_grad_norm with max_norm=1.0",
          [T_OPTIM + "test_global_norm_clipping_matches_clip_grad_norm", TRAIN + "test_twenty_steps_match_torch",
           SPEC_DEFAULTS],
-         ["jaxkd.optim:make_optimizer@clip_by_global_norm", "jaxkd.config.schema:base_config@gradient_clip_val="],
+         ["jaxkd.train.optim:make_optimizer@clip_by_global_norm", "jaxkd.config.schema:base_config@gradient_clip_val="],
          ["torch_ref.optim:train_steps@clip_grad_norm_"],
          "optax.clip_by_global_norm before the optimiser = torch.nn.utils.clip_grad_norm_ (max_norm 10 and 0.05); "
          "default 1.0; 20 clipped training steps vs torch <= 1e-4",

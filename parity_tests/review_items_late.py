@@ -6,7 +6,7 @@ from parity_tests.review_items import (BF16_DEV, CNN, DINO, LOSS, REL, SCHED, SP
                                        T_FEAT, T_LAYERS, T_MP, T_OPTIM, T_PIPE, T_RES, T_TEACH, T_TRAIN, T_VIT, T_YAML,
                                        TOKENS_256_DEV, TRAIN, VIT, Item, item)
 
-NO_EQUIVALENT = "jaxkd.yaml_import:NO_EQUIVALENT"
+NO_EQUIVALENT = "jaxkd.interop.yaml_import:NO_EQUIVALENT"
 
 ITEMS_5_9: list[Item] = [
     # ------------------------------------------------------------------ 5 optimisation
@@ -14,7 +14,7 @@ ITEMS_5_9: list[Item] = [
          [T_OPTIM + "test_optimizer_matches_torch[adamw]", TRAIN + "test_twenty_steps_match_torch[adamw-accum1-vit]",
           TRAIN + "test_twenty_steps_match_torch[adamw-accum2-deit]", SPEC + "test_presets_use_the_original_optimisers",
           T_OPTIM + "test_deit_mask_applies_in_the_optimizer"],
-         ["jaxkd.optim:make_optimizer@adamw"], ["torch_ref.optim:make_optimizer"],
+         ["jaxkd.train.optim:make_optimizer@adamw"], ["torch_ref.optim:make_optimizer"],
          "scale_by_adam → add_decayed_weights → −lr (decoupled decay) = torch.optim.AdamW <= 1e-12 rel; 20 steps of a "
          "DeiT (clipping, smoothing, cosine warm-up) vs torch <= 1e-4; presets mnist_cnn, vit_*, deit_* use AdamW. "
          "Decay on every parameter as the original (weight_decay_mask='all'); 'deit' excludes biases, norms, tokens",
@@ -23,21 +23,21 @@ ITEMS_5_9: list[Item] = [
     item("5.1", "SGD+Nesterov for CIFAR CNN",
          [T_OPTIM + "test_optimizer_matches_torch[sgd]", TRAIN + "test_twenty_steps_match_torch[sgd-accum1-deit]",
           TRAIN + "test_twenty_steps_match_torch[sgd-accum2-vit]", SPEC + "test_presets_use_the_original_optimisers"],
-         ["jaxkd.optim:make_optimizer@sgd"], ["torch_ref.optim:make_optimizer"],
+         ["jaxkd.train.optim:make_optimizer@sgd"], ["torch_ref.optim:make_optimizer"],
          "SGD, momentum 0.9, Nesterov, weight decay added to the gradient = torch.optim.SGD <= 1e-12 rel; 20 steps vs "
          "torch <= 1e-4; the cifar_cnn preset uses it (lr 0.8)",
          [("sgd", "param_max_abs_diff", "20-step params max|Δ|"), ("sgd", "loss_max_abs_diff", "loss max|Δ|")],
          "Critical"),
     item("5.1", "Fused optimizers on H100",
          [T_YAML + "test_from_yaml_unsupported_fields", TRAIN + "test_twenty_steps_match_torch"],
-         ["jaxkd.steps:make_train_step@jax.jit", NO_EQUIVALENT], ["—: torch.optim(..., fused=True) in the original"],
+         ["jaxkd.train.steps:make_train_step@jax.jit", NO_EQUIVALENT], ["—: torch.optim(..., fused=True) in the original"],
          "the optimiser update runs inside the one jitted train step (XLA fuses it on every platform) and matches "
          "torch's unfused update", severity="Low",
          deviation="No such field in jaxkd: the original's training.use_fused_optimizer has no equivalent (the fusion "
          "is XLA's, always on); `jaxkd.convert from-yaml` reports the field (yaml_import.NO_EQUIVALENT)."),
     item("5.2", "Cosine annealing",
          [SCHED + "test_per_epoch_schedule_matches_torch", SCHED + "test_per_step_schedule_after_warmup_matches_torch"],
-         ["jaxkd.optim:epoch_lr", "jaxkd.optim:make_schedule"], ["torch_ref.optim:epoch_lr"],
+         ["jaxkd.train.optim:epoch_lr", "jaxkd.train.optim:make_schedule"], ["torch_ref.optim:epoch_lr"],
          "vs torch CosineAnnealingLR (and StepLR / ExponentialLR) chained after the warm-up by SequentialLR: epoch_lr "
          "<= 1e-12 rel, the float32 step table <= 1e-6; stepped per epoch as the original (schedule_unit='epoch'; "
          "'step' matches torch stepped per step); control: one epoch off differs",
@@ -45,14 +45,14 @@ ITEMS_5_9: list[Item] = [
     item("5.2", "Linear warmup",
          [SCHED + "test_warmup_is_linear_to_eta_max", SCHED + "test_per_step_warmup_matches_linear_lr_per_step",
           SCHED + "test_per_epoch_schedule_matches_torch"],
-         ["jaxkd.optim:epoch_lr@warmup"], ["torch_ref.optim:epoch_lr"],
+         ["jaxkd.train.optim:epoch_lr@warmup"], ["torch_ref.optim:epoch_lr"],
          "η_max·(t+1)/W for t < W = LinearLR(1/W, total_iters=W−1): <= 1e-12 rel per epoch, <= 1e-6 per step, "
          "never above η_max", [("", "warmup_rel", "rel. Δ")]),
     item("5.3", "Loss scaling",
          [TRAIN + "test_accumulation_equals_one_step_on_the_concatenated_batch",
           TRAIN + "test_twenty_steps_match_torch[adamw-accum2-deit]",
               TRAIN + "test_twenty_steps_match_torch[sgd-accum2-vit]"],
-         ["jaxkd.optim:make_optimizer@MultiSteps"], ["torch_ref.optim:train_steps@accumulation"],
+         ["jaxkd.train.optim:make_optimizer@MultiSteps"], ["torch_ref.optim:train_steps@accumulation"],
          "optax.MultiSteps averages the k micro-batch gradients (= backward of loss/k): accumulation 2 over 4 + 4 "
          "images equals one step on the 8 (<= 1e-6); 20 micro-steps vs torch's loss/k loop <= 1e-4",
          [("test_accumulation", "accum_param_max_abs_diff", "vs concatenated batch max|Δ|"),
@@ -61,7 +61,7 @@ ITEMS_5_9: list[Item] = [
          [TRAIN + "test_twenty_steps_match_torch[adamw-accum2-deit]",
           TRAIN + "test_twenty_steps_match_torch[sgd-accum2-vit]",
           T_FEAT + "test_gradient_accumulation_steps"],
-         ["jaxkd.optim:make_optimizer@MultiSteps", "jaxkd.train:_train@steps_per_epoch -= steps_per_epoch % accum"],
+         ["jaxkd.train.optim:make_optimizer@MultiSteps", "jaxkd.train.loop:_train@steps_per_epoch -= steps_per_epoch % accum"],
          ["torch_ref.optim:train_steps@(i + 1) % accumulation"],
          "the optimiser (and the schedule) step on every k-th micro-batch only; an epoch is cut to a whole number of "
          "optimiser steps", [("accum2", "loss_max_abs_diff", "loss max|Δ|")]),
@@ -73,7 +73,7 @@ ITEMS_5_9: list[Item] = [
          "bf16 compute with fp32 parameters and no loss scale (see 3.2)", deviation=BF16_DEV),
     item("6", "torch.compile with mode selection",
          [T_YAML + "test_from_yaml_unsupported_fields", T_VIT + "test_functional_jit_step_needs_no_rng_arguments"],
-         ["jaxkd.steps:make_train_step@jax.jit", "jaxkd.steps:make_eval_step@jax.jit", NO_EQUIVALENT],
+         ["jaxkd.train.steps:make_train_step@jax.jit", "jaxkd.train.steps:make_eval_step@jax.jit", NO_EQUIVALENT],
          ["—: torch.compile(mode=...) in the original"],
          "every train and eval step is one jax.jit (XLA) computation; the model's functional step compiles without "
          "RNG arguments", severity="Low",
@@ -89,7 +89,7 @@ ITEMS_5_9: list[Item] = [
          [("", "^eval/auto$|^train/auto$", "fused max|Δ|")]),
     item("6", "TF32 matmul enablement",
          [T_FEAT + "test_tf32_sets_the_default_matmul_precision"],
-         ["jaxkd.train:_train@use_tf32", "jaxkd.config.schema:base_config@use_tf32="],
+         ["jaxkd.train.loop:_train@use_tf32", "jaxkd.config.schema:base_config@use_tf32="],
          ["—: torch.backends.cuda.matmul.allow_tf32 in the original"],
          "training.use_tf32 sets jax_default_matmul_precision='tensorfloat32', else 'float32' (full fp32 on GPUs whose XLA "
          "default is TF32; no effect on CPU); default false",
@@ -123,38 +123,38 @@ ITEMS_5_9: list[Item] = [
     item("7", "DistillationConfig",
          [SPEC_DEFAULTS, T_DIST + "test_teacher_frozen_and_not_in_student_checkpoints",
           T_DIST + "test_missing_teacher_is_a_clear_error", T_YAML + "test_from_yaml_round_trip"],
-         ["jaxkd.config.schema:base_config@distillation = _section", "jaxkd.distill:load_kd_teacher"],
+         ["jaxkd.config.schema:base_config@distillation = _section", "jaxkd.tasks.kd:load_kd_teacher"],
          ["—: the original's src/config.py"],
          "distillation.teacher_checkpoint (a jaxkd workdir, checkpoint or the original's .pth), distillation_type "
          "hard | soft; a soft-KD run from a teacher workdir trains; a missing teacher is one clear error",
          severity="Medium"),
     item("7", "SelfSupervisedDistillationConfig",
          [SPEC_DEFAULTS, T_DIST + "test_ss_preset_smoke_runs[deit_ss_cifar]", T_YAML + "test_from_yaml_round_trip"],
-         ["jaxkd.config.schema:base_config@ss_distillation = _section", "jaxkd.distill_ss:load_ss_teacher"],
+         ["jaxkd.config.schema:base_config@ss_distillation = _section", "jaxkd.tasks.tokens:load_ss_teacher"],
          ["—: the original's src/config.py"],
          "ss_distillation.teacher_type (dinov2 | jaxkd), lambda_tok, lambda_rel and the other §7 fields; the SS "
          "presets train with a tiny DINOv2-architecture teacher", severity="Medium"),
     # ------------------------------------------------------------------ 8 where each component lives in jaxkd
     item("8", "main.py", [T_TRAIN + "test_run_writes_everything"],
-         ["jaxkd/train.py", "jaxkd/tasks.py", "jaxkd/config/__init__.py"], ["—"],
+         ["jaxkd/train/loop.py", "jaxkd/tasks/__init__.py", "jaxkd/config/__init__.py"], ["—"],
          "the trainer CLI and loop (python -m jaxkd.train), task selection, config loading and CLI overrides",
          severity="Low"),
     item("8", "src/config.py", [T_CFG + "test_json_round_trip", T_YAML + "test_from_yaml_round_trip"],
-         ["jaxkd/config/schema.py", "jaxkd/yaml_import.py"], ["—"],
+         ["jaxkd/config/schema.py", "jaxkd/interop/yaml_import.py"], ["—"],
          "schema with defaults and validation; the original's YAML import", severity="Low"),
     item("8", "src/models.py", [CNN + "test_eval_logits"],
          ["jaxkd/models/cnn.py", "jaxkd/models/layers.py"], ["torch_ref/cnn.py"],
          "AdaptiveCNN and torch-convention layers (BatchNorm, init)", severity="Low"),
     item("8", "src/vit.py", [VIT + "test_full_depth_preset_keys_counts_and_forward"],
-         ["jaxkd/models/vit.py", "jaxkd/models/attention.py", "jaxkd/resize.py"], ["torch_ref/vit.py"],
+         ["jaxkd/models/vit.py", "jaxkd/models/attention.py", "jaxkd/models/resize.py"], ["torch_ref/vit.py"],
          "DeiT/ViT, attention paths, torch-exact resizing", severity="Low"),
     item("8", "src/training.py", [TRAIN + "test_twenty_steps_match_torch"],
-         ["jaxkd/steps.py", "jaxkd/optim.py", "jaxkd/checkpoint.py"], ["torch_ref/optim.py"],
-         "the jitted train/eval steps, optimisers and schedules, checkpoints (the loop itself: jaxkd/train.py)",
+         ["jaxkd/train/steps.py", "jaxkd/train/optim.py", "jaxkd/train/checkpoint.py"], ["torch_ref/optim.py"],
+         "the jitted train/eval steps, optimisers and schedules, checkpoints (the loop itself: jaxkd/train/loop.py)",
          severity="Low"),
     item("8", "src/distillation.py", [LOSS + "test_ss_distillation_loss",
                                       DINO + "test_intermediate_tokens_match_torch"],
-         ["jaxkd/losses", "jaxkd/distill.py", "jaxkd/distill_ss.py", "jaxkd/teachers.py", "jaxkd/models/dinov2.py"],
+         ["jaxkd/losses", "jaxkd/tasks/kd.py", "jaxkd/tasks/tokens.py", "jaxkd/tasks/teachers.py", "jaxkd/models/dinov2.py"],
          ["torch_ref/losses.py", "torch_ref/dinov2.py"],
          "losses, the two distillation tasks, teacher loading and the DINOv2 teacher", severity="Low"),
     item("8", "src/datasets.py", [T_AUG + "test_train_transform_end_to_end_matches_torchvision",
@@ -166,12 +166,12 @@ ITEMS_5_9: list[Item] = [
          "evaluation with flip TTA, prediction", severity="Low"),
     item("8", "src/visualization.py", [T_TRAIN + "test_run_writes_everything",
                                        T_TRAIN + "test_evaluate_and_predict_cli"],
-         ["jaxkd/reporting.py"], ["—"],
+         ["jaxkd/train/reporting.py"], ["—"],
          "training curves, confusion matrix, classification report (and predict's explanations)", severity="Low"),
     # ------------------------------------------------------------------ 9 integration points
     item("9.1", "DDPTrainer correctly wraps models",
          [T_TRAIN + "test_eight_devices_match_one", T_MP + "test_two_processes_with_coinciding_saves_match_one_process"],
-         ["jaxkd.steps:replicate", "jaxkd.train:_train@steps.replicate(state, mesh)"],
+         ["jaxkd.train.steps:replicate", "jaxkd.train.loop:_train@steps.replicate(state, mesh)"],
          ["—: torch_ref has no DDP"],
          "JAX equivalent of DDP: parameters and optimiser state replicated over the data mesh, the batch sharded on "
          "'data', gradients reduced by XLA in the jitted step: 8 simulated devices and 2 processes equal 1 device "
@@ -179,12 +179,12 @@ ITEMS_5_9: list[Item] = [
     item("9.1", "Loss functions handle both hard labels and soft labels",
          [LOSS + "test_cross_entropy_soft", LOSS + "test_distillation_loss",
           T_FEAT + "test_mixup_runs_on_soft_targets"],
-         ["jaxkd.tasks:Supervised.ce", "jaxkd.train:_batch_dict"], ["torch_ref.losses:cross_entropy"],
+         ["jaxkd.tasks.supervised:Supervised.ce", "jaxkd.train.evaluators:batch_dict"], ["torch_ref.losses:cross_entropy"],
          "int labels and soft targets through cross_entropy and the KD losses <= 1e-6 rel; the trainer passes soft "
          "targets only when MixUp/CutMix made them", REL),
     item("9.1", "Checkpoint save/load maintains all necessary state",
          [T_RES + "test_sigterm_saves_and_exits_then_resumes", T_RES + "test_corrupt_newest_checkpoint_falls_back"],
-         ["jaxkd.checkpoint:Checkpoints.save", "jaxkd.checkpoint:Checkpoints.restore_newest_good"],
+         ["jaxkd.train.checkpoint:Checkpoints.save", "jaxkd.train.checkpoint:Checkpoints.restore_newest_good"],
          ["—: no twin"],
          "the whole TrainState (parameters, BN statistics, optimiser state, step, SWA/EMA, loss scale, RNG) and the "
          "host state (epoch, early stopping, plateau): runs stopped by SIGTERM mid-epoch, or with a corrupt newest "
@@ -214,7 +214,7 @@ ITEMS_5_9: list[Item] = [
     item("9.3", "Teacher model loading and freezing",
          [T_DIST + "test_teacher_frozen_and_not_in_student_checkpoints", T_TEACH + "test_load_by_path_roundtrip",
           DINO + "test_official_layout"],
-         ["jaxkd.distill:load_kd_teacher", "jaxkd.distill_ss:load_ss_teacher", "jaxkd.teachers:load_dinov2"],
+         ["jaxkd.tasks.kd:load_kd_teacher", "jaxkd.tasks.tokens:load_ss_teacher", "jaxkd.tasks.teachers:load_dinov2"],
          ["torch_ref.dinov2:DinoVisionTransformer"],
          "CNN/DeiT teachers from a jaxkd workdir or the original's .pth, DINOv2 from the official weight files (.pth, "
          "safetensors, npz): the teacher's weights and statistics are unchanged by training (digest) and not in the "
@@ -230,7 +230,7 @@ ITEMS_5_9: list[Item] = [
          [LOSS + "test_resize_tokens", LOSS + "test_ss_distillation_loss",
           VIT + "test_bilinear_16_to_8_is_2x2_mean_pool"],
          ["jaxkd.losses.ss:ss_distillation_loss@resize_tokens",
-          "jaxkd.distill_ss:SelfSupervisedDistillation.trainable"],
+          "jaxkd.tasks.tokens:SelfSupervisedDistillation.trainable"],
          ["torch_ref.losses:ss_distillation_loss"],
          "teacher grid resized to the student's inside the loss (8×8 → 4×4 in the test) and both widths projected to "
          "projection_dim (384-d teacher, 192-d student → 256): <= 1e-6 rel", REL, deviation=TOKENS_256_DEV),
@@ -247,7 +247,7 @@ ITEMS_5_9: list[Item] = [
          "ToTensor + Normalize, Cutout after, as the original: bit-exact vs torchvision", severity="High"),
     item("9.4", "Dual-augment dataset",
          [T_PIPE + "test_teacher_clean_view_and_mix", T_PIPE + "test_sharded_over_8_devices_equals_single_device"],
-         ["jaxkd.data.pipeline:DataPipeline._train_fn", "jaxkd.distill_ss:SelfSupervisedDistillation.teacher_input"],
+         ["jaxkd.data.pipeline:DataPipeline._train_fn", "jaxkd.tasks.tokens:SelfSupervisedDistillation.teacher_input"],
          ["—: no twin"],
          "teacher_view='clean': the teacher gets the same images un-augmented and unmixed while the student's view "
          "is augmented and mixed; sharded identically", severity="Medium",

@@ -54,7 +54,9 @@ from flax import nnx
 
 from jaxkd import config as config_lib
 from jaxkd import data as data_lib
-from jaxkd import interop, models, optim, steps, tasks
+from jaxkd import interop, models, tasks
+from jaxkd.train import optim
+from jaxkd.train import steps
 from parity_tests import _precision
 from torch_ref import optim as torch_optim
 from torch_ref.vit import DeiT as TorchDeiT
@@ -83,7 +85,7 @@ def test_suite_runs_at_full_precision(record_property):
     x = jnp.zeros((2, IMG, IMG, 3), jnp.float32)
 
     def loss(params, x):
-        p, r = jax.tree.map(lambda a: a, (params, rest))  # as jaxkd.steps (BN updates its statistics)
+        p, r = jax.tree.map(lambda a: a, (params, rest))  # as jaxkd.train.steps (BN updates its statistics)
         return jnp.sum(nnx.merge(gd, p, r)(x))
 
     fn = jax.grad(loss)
@@ -238,7 +240,7 @@ def _torch_one_step(sd, x, y, bf16):
 
 
 def _jax_one_step(model, x, y):
-    """The trainer's step's loss function (jaxkd.steps: merge, task, differentiate w.r.t. the nnx.Param leaves)."""
+    """The trainer's step's loss function (jaxkd.train.steps: merge, task, differentiate w.r.t. the nnx.Param leaves)."""
     gd_train, _, params, rest = steps.split_model(model)
     task = tasks.Supervised(0.1)
 

@@ -1,4 +1,4 @@
-"""Parity: jaxkd DINOv2 teacher (jaxkd.models.dinov2 via jaxkd.teachers.load_dinov2) vs torch_ref.dinov2.
+"""Parity: jaxkd DINOv2 teacher (jaxkd.models.dinov2 via jaxkd.tasks.teachers.load_dinov2) vs torch_ref.dinov2.
 
 torch_ref.dinov2 is a plain-torch DINOv2 with the official key names and the official
 ``interpolate_pos_encoding`` / ``get_intermediate_layers``. Tiny configs (D 32, depth 3, 2 heads, patch 14,
@@ -34,7 +34,7 @@ from flax import nnx
 from jaxkd import interop
 from jaxkd.interop import torch_to_jax
 from jaxkd.models import dinov2 as jdino
-from jaxkd.teachers import DINOV2_ARCHS, dinov2_config_from_state_dict, load_dinov2
+from jaxkd.tasks.teachers import DINOV2_ARCHS, dinov2_config_from_state_dict, load_dinov2
 from torch_ref import dinov2 as tdino
 
 TOL = 1e-5

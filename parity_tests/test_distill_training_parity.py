@@ -25,7 +25,10 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxkd import distill, interop, optim, steps, tasks
+from jaxkd import interop, tasks
+from jaxkd.tasks import kd as distill
+from jaxkd.train import optim
+from jaxkd.train import steps
 from parity_tests.test_training_parity import _batches, _cfg, _models
 from torch_ref import losses as tlosses
 from torch_ref import optim as torch_optim

@@ -1,4 +1,4 @@
-"""Learning-rate schedules: jaxkd.optim.epoch_lr (host, float64) and make_schedule (the float32 table the jitted
+"""Learning-rate schedules: jaxkd.train.optim.epoch_lr (host, float64) and make_schedule (the float32 table the jitted
 step reads) against torch.optim.lr_scheduler driving a real optimiser.
 
 References: warm-up = LinearLR(start_factor=1/N, total_iters=N−1), which is exactly η_max·(t+1)/N for t < N;
@@ -24,7 +24,7 @@ from torch.optim import lr_scheduler as S
 from torch.optim.swa_utils import SWALR
 
 from jaxkd import config as config_lib
-from jaxkd import optim
+from jaxkd.train import optim
 
 LR, ETA_MIN = 1e-3, 1e-5
 

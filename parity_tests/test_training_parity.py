@@ -1,5 +1,5 @@
-"""Training parity: jaxkd's optimiser, schedule, clipping, label smoothing and accumulation (jaxkd.optim, the
-jitted step of jaxkd.steps, jaxkd.tasks.Supervised) against the same loop in torch_ref.optim, on the same batches
+"""Training parity: jaxkd's optimiser, schedule, clipping, label smoothing and accumulation (jaxkd.train.optim, the
+jitted step of jaxkd.train.steps, jaxkd.tasks.Supervised) against the same loop in torch_ref.optim, on the same batches
 from the same initial weights; and SWA averaging + BatchNorm recomputation against torch.optim.swa_utils.
 
 Model: a small DeiT with the conv stem (so BatchNorm is in the loop), fp32, dropout and drop-path off.
@@ -20,9 +20,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxkd import config as config_lib
-from jaxkd import interop, optim, steps, tasks
+from jaxkd import interop, tasks
+from jaxkd.train import optim
+from jaxkd.train import steps
 from jaxkd.models.vit import DeiT
-from jaxkd.train import bn_recompute
+from jaxkd.train.evaluators import bn_recompute
 from torch_ref import optim as torch_optim
 from torch_ref.vit import DeiT as TorchDeiT
 

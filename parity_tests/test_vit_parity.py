@@ -1,4 +1,4 @@
-"""Parity: jaxkd.models.vit.DeiT vs torch_ref.vit.DeiT, and jaxkd.resize vs torch F.interpolate.
+"""Parity: jaxkd.models.vit.DeiT vs torch_ref.vit.DeiT, and jaxkd.models.resize vs torch F.interpolate.
 
 torch_ref weights (seeded; 1-D params -- LayerNorm/BN affine, every bias -- and BN running stats randomised so
 that their conversion is exercised) are loaded into the jax model with ``jaxkd.interop.torch_to_jax``.
@@ -36,7 +36,7 @@ from flax import nnx
 
 from jaxkd.interop import jax_to_torch, torch_state_dict_shapes, torch_to_jax
 from jaxkd.models.vit import DeiT, count_parameters, interpolate_pos_embed
-from jaxkd.resize import resize_bicubic, resize_bilinear
+from jaxkd.models.resize import resize_bicubic, resize_bilinear
 from torch_ref import vit as tvit
 
 TOL = 1e-5

@@ -4,7 +4,10 @@ variables (the tests' harness, not part of jaxkd):
 - FAULT_SLOW_BEST=P: process P writes checkpoints_best/ 2 s more slowly (a slow disk: another process's periodic
   save of the same step then overlaps its best save);
 - FAULT_OSERROR=STEP:P:ERRNO: Orbax's save of STEP on process P (-1: every process) fails with that OS error
-  (28 ENOSPC, 30 EROFS), after the earlier saves have completed (as Orbax's own save waits for them first).
+  (28 ENOSPC, 30 EROFS), after the earlier saves have completed (as Orbax's own save waits for them first);
+- FAULT_SLEEP_S=S: every training step takes S seconds longer (the trainer's on_step hook), so that a test can
+  signal or kill a run mid-epoch.
+Without them it is `python -m jaxkd.train`.
 """
 
 import os
@@ -15,9 +18,11 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.checkpointers import async_checkpointer
 
-from jaxkd import config, train
+from jaxkd import config
+from jaxkd.train import loop as train
 
 SLOW = int(os.environ.get("FAULT_SLOW_BEST", "-2"))
+SLEEP_S = float(os.environ.get("FAULT_SLEEP_S", "0") or 0)
 BAD_STEP, BAD_PROCESS, BAD_ERRNO = map(int, os.environ.get("FAULT_OSERROR", "-1:-2:0").split(":"))
 
 _commit = async_checkpointer._background_wait_for_commit_futures
@@ -39,4 +44,4 @@ def failing_save(self, step, *args, **kwargs):
 
 async_checkpointer._background_wait_for_commit_futures = slow_commit
 ocp.CheckpointManager.save = failing_save
-config.main_guard(lambda: train.main(sys.argv[1:]))
+config.main_guard(lambda: train.main(sys.argv[1:], on_step=(lambda step: time.sleep(SLEEP_S)) if SLEEP_S else None))

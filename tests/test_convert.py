@@ -26,10 +26,10 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxkd import checkpoint as ckpt_lib
+from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
 from jaxkd.convert import ConvertError, data_meta, from_torch, main, to_torch
-from jaxkd.torch_checkpoint import TorchCheckpointError, Unloaded, load_torch_file, state_dict_arrays
+from jaxkd.interop.torch_pickle import TorchCheckpointError, Unloaded, load_torch_file, state_dict_arrays
 from torch_ref import cnn as tcnn
 from torch_ref import vit as tvit
 
@@ -205,7 +205,7 @@ def test_malicious_pickle_does_not_run(tmp_path, kind):
 def test_restricted_unpickler_every_protocol(tmp_path, protocol):
     import io
 
-    from jaxkd.torch_checkpoint import RestrictedUnpickler
+    from jaxkd.interop.torch_pickle import RestrictedUnpickler
 
     marker = tmp_path / "pwned"
     data = pickle.dumps({"evil": _payloads(marker)["os.system"], "b": b"\x00\xff", "s": {1, 2}}, protocol=protocol)
@@ -285,7 +285,7 @@ def test_predict_runs_on_imported_workdir(peer_cnn, imported_cnn, tmp_path):
 @pytest.mark.parametrize("kind", ["workdir", "pth"])
 def test_distillation_accepts_it_as_teacher(peer_cnn, imported_cnn, kind):
     """The imported workdir (and the original .pth itself, through load_torch_checkpoint) is a KD teacher."""
-    from jaxkd import distill
+    from jaxkd.tasks import kd as distill
 
     model, path, _, marker = peer_cnn
     teacher_path = imported_cnn if kind == "workdir" else path

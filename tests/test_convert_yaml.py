@@ -2,7 +2,7 @@
 
 Representative YAMLs of the original presets (SPEC §6: CNN MNIST, CNN CIFAR, ViT CIFAR, DeiT CIFAR, SS-distill) are
 converted, the written preset is loaded with jaxkd.config.load, and the fields that differ from base_config() must be
-exactly the ones each YAML implies (the mapping table is in jaxkd/yaml_import.py).
+exactly the ones each YAML implies (the mapping table is in jaxkd/interop/yaml_import.py).
 """
 
 from __future__ import annotations

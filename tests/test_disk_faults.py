@@ -110,7 +110,8 @@ def test_a_full_disk_under_the_metrics_file_is_one_line(tmp_path):
     still ends with one line that names the file and the checkpoint to resume from (status.json is advisory)."""
     import errno
 
-    from jaxkd import checkpoint, reporting
+    from jaxkd.train import checkpoint
+    from jaxkd.train import reporting
 
     e = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "metrics.jsonl"))
     msg = str(checkpoint.workdir_write_error(e, tmp_path, None))

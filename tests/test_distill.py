@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxkd import checkpoint
+from jaxkd.train import checkpoint
 from jaxkd import config as config_lib
-from jaxkd import train as train_lib
+from jaxkd.train import loop as train_lib
 from jaxkd.config import ConfigError
 
 QUIET = ["--config.logging.progress_bar=false"]
@@ -85,7 +85,7 @@ def test_kd_on_cifar_presets_smoke(preset, cifar_teacher, tmp_path):
 def test_teacher_class_count_mismatch_is_refused(digits_teacher, tmp_path):
     cfg = config_lib.load("configs/quickstart_kd.py:smoke",
                           QUIET + [f"--config.distillation.teacher_checkpoint={digits_teacher}"])
-    from jaxkd import distill
+    from jaxkd.tasks import kd as distill
 
     with pytest.raises(ConfigError, match="predicts 10 classes but the student's data has 7"):
         distill.load_kd_teacher(cfg, 7, (8, 8, 1))
@@ -136,7 +136,10 @@ def test_projectors_learn_on_a_fixed_batch(tiny_dinov2, teacher_projector):
     import jax.numpy as jnp
     from flax import nnx
 
-    from jaxkd import distill, models, optim, steps, tasks
+    from jaxkd import models, tasks
+    from jaxkd.tasks import kd as distill
+    from jaxkd.train import optim
+    from jaxkd.train import steps
 
     cfg = config_lib.load("configs/deit_ss_cifar.py:smoke", QUIET + [
         f"--config.ss_distillation.teacher_checkpoint={tiny_dinov2}", "--config.data.source=digits",
@@ -148,7 +151,7 @@ def test_projectors_learn_on_a_fixed_batch(tiny_dinov2, teacher_projector):
     class _Data:
         mean, std, num_classes, image_shape = (0.5,), (0.25,), 10, (8, 8, 1)
 
-    teacher = distill.load_teacher(cfg, _Data)
+    teacher = tasks.task_class(cfg).load_teacher(cfg, _Data)
     task = tasks.make_task(cfg, teacher).bind_data(_Data.mean, _Data.std)
     student = task.trainable(models.build(cfg, nnx.Rngs(0)), nnx.Rngs(1))
     gd, _, params, rest = steps.split_model(student)

@@ -143,7 +143,7 @@ def test_sigterm_to_one_process_stops_all_at_one_step_then_resumes(signalled, on
     jaxkd.faults --processes 2`, signals both.)"""
     workdir = tmp_path / "multi"
     args = [*COINCIDING, "--config.training.log_every_steps=1"]
-    procs = _start(2, workdir, args, {"JAXKD_FAULT_SLEEP_S": "0.5"})  # slow steps: a window to signal in
+    procs = _start(2, workdir, args, {"FAULT_SLEEP_S": "0.5"})  # slow steps: a window to signal in
     t0 = time.time()
     while _train_steps_logged(workdir) < 2:
         assert all(p.poll() is None for p in procs), "the run ended before the signal"
@@ -176,7 +176,7 @@ def test_sigkill_of_process_0_stops_its_peer_then_the_rerun_resumes(one_process_
     with the uninterrupted run's parameters. (The seeded sample of `python -m jaxkd.faults --processes 2`.)"""
     workdir = tmp_path / "multi"
     args = [*COINCIDING, "--config.training.log_every_steps=1"]
-    procs = _start(2, workdir, args, {"JAXKD_FAULT_SLEEP_S": "0.5"})
+    procs = _start(2, workdir, args, {"FAULT_SLEEP_S": "0.5"})
     t0 = time.time()
     while _train_steps_logged(workdir) < 4 or not (workdir / "checkpoints" / "3").is_dir():
         assert all(p.poll() is None for p in procs), "the run ended before the kill"

@@ -1,4 +1,4 @@
-"""jaxkd.optim against torch: one to three updates of each optimiser on a tiny parameter pytree with fixed
+"""jaxkd.train.optim against torch: one to three updates of each optimiser on a tiny parameter pytree with fixed
 gradients (float64), the weight-decay masks on a real DeiT, global-norm clipping against clip_grad_norm_, and the
 host-side plateau tracker against torch.optim.lr_scheduler.ReduceLROnPlateau.
 
@@ -20,7 +20,7 @@ import torch
 from flax import nnx
 
 from jaxkd import config as config_lib
-from jaxkd import optim
+from jaxkd.train import optim
 
 LR, WD = 0.125, 0.05
 SHAPES = {"w": (3, 4), "b": (4,), "k": (2, 2, 1, 3)}

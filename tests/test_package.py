@@ -13,7 +13,7 @@ socket.socket.connect = _no_network
 socket.create_connection = _no_network
 socket.getaddrinfo = _no_network
 import jaxkd, jaxkd.config, jaxkd.models, jaxkd.losses, jaxkd.data, jaxkd.train, jaxkd.evaluate, jaxkd.predict
-import jaxkd.distill, jaxkd.distill_ss, jaxkd.teachers, jaxkd.checkpoint, jaxkd.convert
+import jaxkd.tasks.kd, jaxkd.tasks.tokens, jaxkd.tasks.teachers, jaxkd.train.checkpoint, jaxkd.convert
 bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.") or m == "tensorflow")
 assert not bad, f"imported {bad[:3]}"
 print("ok")

@@ -28,7 +28,7 @@ ARGS = ["--config", "configs/quickstart.py", "--config.model.model_type=deit", "
         "--config.training.log_every_steps=1", "--config.logging.save_frequency=1",
         "--config.logging.progress_bar=false", "--config.training.use_swa=true",
         "--config.training.swa_start_epoch=0.5"]
-SLEEP = {"JAXKD_FAULT_SLEEP_S": "0.4"}
+SLEEP = {"FAULT_SLEEP_S": "0.4"}
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,11 @@ def env(tmp_path_factory):
     return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
 
 
+HARNESS = Path(__file__).with_name("_fault_harness.py")  # jaxkd.train; FAULT_SLEEP_S slows its steps
+
+
 def _cmd(workdir, *extra):
-    return [sys.executable, "-m", "jaxkd.train", *ARGS, "--workdir", str(workdir), *extra]
+    return [sys.executable, str(HARNESS), *ARGS, "--workdir", str(workdir), *extra]
 
 
 def _finish(workdir, env, *extra) -> subprocess.CompletedProcess:
@@ -155,7 +158,7 @@ def test_second_run_on_a_live_workdir_is_refused(reference, env, tmp_path):
     """One workdir, one run: a second jaxkd.train is refused at once (exit 2, the holder named) and the first,
     untouched, goes on; stopped and resumed it still ends bit-identical. (4 s a step: the first run must still be
     training when the two refused runs, each a whole CLI start on a loaded machine, are over.)"""
-    p = subprocess.Popen(_cmd(tmp_path), cwd=ROOT, env=dict(env, JAXKD_FAULT_SLEEP_S="4"), stdout=subprocess.DEVNULL,
+    p = subprocess.Popen(_cmd(tmp_path), cwd=ROOT, env=dict(env, FAULT_SLEEP_S="4"), stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     try:
         t0 = time.time()
@@ -234,7 +237,7 @@ def test_best_checkpoint_left_by_a_killed_run_is_replaced(tmp_path):
     `python -m jaxkd.faults`)."""
     import jax.numpy as jnp
 
-    from jaxkd.checkpoint import Checkpoints
+    from jaxkd.train.checkpoint import Checkpoints
 
     ckpts = Checkpoints(tmp_path)
     ckpts.save(8, {"w": jnp.ones(3)}, {"epoch": 2}, best=True)

@@ -1,4 +1,4 @@
-"""jaxkd.teachers / jaxkd.models.dinov2: loading DINOv2 weight files, checks and errors, the call contract.
+"""jaxkd.tasks.teachers / jaxkd.models.dinov2: loading DINOv2 weight files, checks and errors, the call contract.
 
 A tiny DINOv2 (D 32, depth 3, 2 heads, patch 14, 4×4 pretraining grid) is built in jaxkd, exported with
 ``jax_to_torch`` (official key layout) and written as .pth / .safetensors / .npz; loading it back must give
@@ -18,7 +18,7 @@ from flax import nnx
 
 from jaxkd.interop import jax_to_torch
 from jaxkd.models.dinov2 import DinoVisionTransformer, pos_embed_interpolation_matrix, swiglu_hidden_features
-from jaxkd.teachers import (DINOV2_ARCHS, TeacherError, TeacherWeightsNotFound, dinov2_weights_url, load_dinov2,
+from jaxkd.tasks.teachers import (DINOV2_ARCHS, TeacherError, TeacherWeightsNotFound, dinov2_weights_url, load_dinov2,
                             read_state_dict)
 
 TINY = dict(embed_dim=32, depth=3, num_heads=2, patch_size=14, img_size=56)
@@ -61,7 +61,7 @@ def _same(a, b):
 
 
 def test_import_does_not_import_torch():
-    code = ("import sys, jaxkd.teachers, jaxkd.models.dinov2; "
+    code = ("import sys, jaxkd.tasks.teachers, jaxkd.models.dinov2; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxkd import config as config_lib
-from jaxkd import train as train_lib
+from jaxkd.train import loop as train_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 # A small ViT on the embedded digits: no BatchNorm, so fp32 reductions are well-conditioned across device counts.
@@ -95,7 +95,8 @@ def _run(args, env_extra=None, timeout=600):
 
 
 def _params(workdir: Path) -> dict:
-    from jaxkd import checkpoint, interop
+    from jaxkd import interop
+    from jaxkd.train import checkpoint
 
     model, _ = checkpoint.load(workdir)
     return interop.jax_to_torch(model)

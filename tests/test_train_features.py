@@ -1,4 +1,4 @@
-"""The trainer's features end to end (in-process `jaxkd.train.train`, a tiny ViT on the embedded digits, a few
+"""The trainer's features end to end (in-process `jaxkd.train.loop.train`, a tiny ViT on the embedded digits, a few
 steps each): bf16 and fp16 precision, EMA, SWA, early stopping, reduce-on-plateau, per-step schedules, label
 smoothing, gradient accumulation, MixUp, the non-finite-loss stop, the CLI's exit code 2 on bad input, and the
 parameter counts `python -m jaxkd.summary` prints for the presets.
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from jaxkd import config as config_lib
-from jaxkd import train as train_lib
+from jaxkd.train import loop as train_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 LR = 2e-3  # configs/quickstart.py's learning rate
@@ -125,7 +125,7 @@ def _linear_step(monkeypatch, *, fp16: bool, ema: float | None = None, growth: i
     import optax
     from flax import nnx
 
-    from jaxkd import steps
+    from jaxkd.train import steps
 
     monkeypatch.setattr(steps, "FP16_GROWTH_INTERVAL", growth)  # read when the step is traced
     model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
@@ -167,7 +167,7 @@ def test_skip_nonfinite_updates_drops_and_counts_them(monkeypatch):
     import optax
     from flax import nnx
 
-    from jaxkd import steps
+    from jaxkd.train import steps
 
     model_gd, _, params, rest = steps.split_model(nnx.Linear(2, 1, rngs=nnx.Rngs(0)))
     tx = optax.apply_if_finite(optax.sgd(0.1), max_consecutive_errors=2)

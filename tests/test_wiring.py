@@ -10,7 +10,7 @@ Every check has a negative control: the same loss computed with the mutated wiri
 normalisation, other layer, other epoch) must differ from the task's loss by more than MARGIN, so a single-line
 wiring bug cannot pass. Tolerances: the task's loss equals the manual computation within TOL = 1e-5 (the same
 fp32 formulas, different op order / compilation); an image a teacher receives equals the expected one within
-IMG_TOL = 1e-5 (independent route: resize then normalise, jax.image.resize instead of jaxkd.resize).
+IMG_TOL = 1e-5 (independent route: resize then normalise, jax.image.resize instead of jaxkd.models.resize).
 
 The token-distillation checks are in tests/test_wiring_tokens.py (they share this file's set-up).
 Models are tiny (student DeiT 8×8, patch 2, D 16, depth 2; DINOv2 D 32, depth 3, patch 14; jaxkd-ViT teacher
@@ -31,7 +31,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxkd import distill, distill_ss, models, tasks
+from jaxkd import models, tasks
+from jaxkd.tasks import kd as distill
+from jaxkd.tasks import tokens as distill_ss
 from jaxkd import config as config_lib
 
 TOL = 1e-5
@@ -116,14 +118,14 @@ class LinearTeacher(nnx.Module):
         return x.reshape(x.shape[0], -1) @ self.w[...]
 
 
-def _linear_teacher() -> distill.Teacher:
+def _linear_teacher() -> tasks.Teacher:
     gd, state = nnx.split(LinearTeacher())
-    return distill.Teacher(gd, state, "classifier", "linear test teacher")
+    return tasks.Teacher(gd, state, "classifier", "linear test teacher")
 
 
 @functools.partial(nnx.jit, static_argnums=(0,))
 def _run(task, model, batch, epoch, aux):
-    """The task's loss, metrics and gradient w.r.t. the trained parameters (as jaxkd.steps differentiates it)."""
+    """The task's loss, metrics and gradient w.r.t. the trained parameters (as jaxkd.train.steps differentiates it)."""
     (loss, metrics), grads = nnx.value_and_grad(lambda m: task(m, batch, epoch, aux), has_aux=True)(model)
     return loss, metrics, grads
 

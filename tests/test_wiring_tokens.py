@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxkd import checkpoint, distill, losses, models, tasks
+from jaxkd import losses, models, tasks
+from jaxkd.train import checkpoint
+from jaxkd.tasks import kd as distill
 from jaxkd.interop import jax_to_torch
 from jaxkd.models.dinov2 import DinoVisionTransformer
 from jaxkd.models.vit import DeiT
@@ -118,7 +120,7 @@ def _dino_layers(net, x, norm=True):
 
 
 def _ss_setup(cfg, seed=0):
-    teacher = distill.load_teacher(cfg, _Data)
+    teacher = tasks.task_class(cfg).load_teacher(cfg, _Data)
     task = tasks.make_task(cfg, teacher).bind_data(MEAN, STD)
     student = task.trainable(_student(cfg, seed=seed), nnx.Rngs(seed + 10))
     return teacher, task, student
@@ -181,7 +183,7 @@ def test_dinov2_teacher_input_tokens_and_loss(dinov2_task):
 def test_dinov2_dataset_normalisation_option(dinov2_file):
     """teacher_normalization=dataset re-normalises with the dataset's statistics (as the original)."""
     cfg = _ss_cfg("dinov2", dinov2_file, "dataset")
-    teacher = distill.load_teacher(cfg, _Data)
+    teacher = tasks.task_class(cfg).load_teacher(cfg, _Data)
     task = tasks.make_task(cfg, teacher).bind_data(MEAN, STD)
     img = _batch(8)["image"]
     got = np.asarray(jax.jit(task.teacher_input)(img))

@@ -14,6 +14,7 @@ import pkgutil
 import sys
 from typing import Sequence
 
+from jaxkd.errors import JaxkdError
 
 DEFAULT = "models"
 
@@ -54,9 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv  # the full command line after the program name (benchmarks that re-run themselves)
     try:
         result = args.bench_module.run(args)
-    except ValueError as e:  # ConfigError, DataError and other bad input: one line
+    except JaxkdError as e:  # ConfigError, DataError and other bad input: one line
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

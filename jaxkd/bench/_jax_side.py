@@ -1,6 +1,6 @@
 """The jaxkd side of ``python -m jaxkd.bench models``: the trainer's own jitted training step on a fixed batch.
 
-:class:`JaxCase` builds a step exactly as ``jaxkd.train.train`` does: ``models.build`` of the preset's model,
+:class:`JaxCase` builds a step exactly as ``jaxkd.train.loop.train`` does: ``models.build`` of the preset's model,
 ``tasks.make_task`` (``Supervised`` or ``distill.KnowledgeDistillation`` with a frozen AdaptiveCNN teacher as the
 step's ``aux`` input), ``steps.split_model`` / ``optim.make_optimizer`` / ``steps.init_state`` /
 ``steps.make_train_step``, the state replicated over a 1-D 'data' mesh of every device (``steps.replicate``) and
@@ -57,7 +57,9 @@ class JaxCase:
         from jax.sharding import NamedSharding, PartitionSpec as P
 
         from jaxkd import data as data_lib
-        from jaxkd import models, optim, steps, tasks
+        from jaxkd import models, tasks
+        from jaxkd.train import optim
+        from jaxkd.train import steps
 
         self.jax = jax
         self.mesh = data_lib.make_data_mesh()
@@ -69,12 +71,12 @@ class JaxCase:
         self.num_params = models.count_params(model)
         teacher = None
         if teacher_cfg is not None:
-            from jaxkd import distill
+            from jaxkd.tasks import kd as distill
 
             tmodel = nnx.jit(lambda: models.build(teacher_cfg, nnx.Rngs(seed + 3)))()
             tmodel.eval()
             gd, tstate = nnx.split(tmodel)
-            teacher = distill.Teacher(gd, tstate, "classifier", "random-init AdaptiveCNN (benchmark)")
+            teacher = tasks.Teacher(gd, tstate, "classifier", "random-init AdaptiveCNN (benchmark)")
         task = tasks.make_task(cfg, teacher)
         gd_train, _, params, rest = steps.split_model(model)
         spe = 1000  # any epoch length: the step's cost does not depend on it

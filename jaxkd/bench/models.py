@@ -244,7 +244,7 @@ def _configs(name: str, args, precision: str):
     from ml_collections import ConfigDict
 
     from jaxkd import config as config_lib
-    from jaxkd import distill
+    from jaxkd.tasks import kd as distill
 
     _, preset, overrides, has_teacher, _ = CASES[name]
     cfg = config_lib.load(preset, overrides + list(getattr(args, "overrides", None) or []))

@@ -100,10 +100,10 @@ def time_preset(preset: str, batch: int, steps: int, rounds: int, examples: int,
     import jax
 
     from jaxkd import config as config_lib
-    from jaxkd import distill
+    from jaxkd.tasks import kd as distill
     from jaxkd.bench import _jax_side as js
     from jaxkd.data import DataPipeline
-    from jaxkd.train import _batch_dict
+    from jaxkd.train.evaluators import batch_dict as _batch_dict
 
     cfg = _config(preset, batch, overrides)
     b = int(cfg.data.batch_size)

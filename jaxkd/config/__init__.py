@@ -30,6 +30,7 @@ __all__ = [
     "shared_data",
 ]
 
+from jaxkd.errors import JaxkdError
 from jaxkd.config.schema import (  # noqa: F401  (re-exported)
     DATASET_SHAPES, DINOV2_MODELS, RULES, SOURCE_KINDS, VIT_VARIANTS, ConfigError,
     _cross_checks, apply_peer_augmentation, base_config, image_shape, precision, shared_data,
@@ -318,20 +319,18 @@ def precheck(argv: Sequence[str], *, workdir_flag: str | None = None) -> None:
 
     try:
         checks()
-    except ValueError as e:
-        if isinstance(e, ConfigError) or type(e).__module__.startswith("jaxkd"):
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+    except JaxkdError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except Exception:  # noqa: BLE001  (reported by the run itself, with the full machinery)
         pass
 
 
 def main_guard(fn: Callable[[], int | None]) -> None:
-    """Runs a CLI main. Bad input — a ConfigError, or any of jaxkd's own ValueError subclasses (DataError,
-    CheckpointError, StateDictMismatch, ...) or a run stopped by its numerics guard (FloatingPointError: a
-    non-finite loss, gradient or weight) — becomes one line on stderr and exit code 2; a run stopped by a failure of
-    its own (jaxkd's RuntimeError subclasses: a checkpoint that cannot be written) exits with 1 after its one-line
-    message. The persistent compilation cache (jaxkd.cache) is turned on first.
+    """Runs a CLI main. A :class:`jaxkd.errors.JaxkdError` — bad input (config, path, data, checkpoint), a run
+    stopped by its numerics guard, or a run that failed on its own (a checkpoint that cannot be written) — becomes
+    one ``error:`` line on stderr and the error's exit code (2, or 1 for a RunFailure). Anything else is a bug and
+    keeps its traceback. The persistent compilation cache (jaxkd.cache) is turned on first.
 
     In a multi-process run a process that fails leaves at once (``os._exit``): the orderly exit would wait up to
     five minutes in jax.distributed's shutdown barrier for peers that are blocked in a collective with it. The
@@ -343,18 +342,8 @@ def main_guard(fn: Callable[[], int | None]) -> None:
     code, message = 0, None
     try:
         code = fn() or 0
-    except ValueError as e:
-        if not (isinstance(e, ConfigError) or type(e).__module__.startswith("jaxkd")):
-            _leave_if_distributed(1, None, e)
-            raise
-        code, message = 2, str(e)
-    except FloatingPointError as e:  # the numerics guard: the learning rate or precision the user chose
-        code, message = 2, str(e)
-    except RuntimeError as e:
-        if not type(e).__module__.startswith("jaxkd"):
-            _leave_if_distributed(1, None, e)
-            raise
-        code, message = 1, str(e)
+    except JaxkdError as e:
+        code, message = e.exit_code, str(e)
     except BaseException as e:
         if not isinstance(e, SystemExit):
             _leave_if_distributed(1, None, e)

@@ -12,14 +12,16 @@ from typing import Any, Callable, Iterable
 
 from ml_collections import ConfigDict
 
+from jaxkd.errors import JaxkdError
+
 VIT_VARIANTS = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
 # Native image shape (H, W, C) of the datasets jaxkd knows by name; 'custom' takes it from the data.
 DATASET_SHAPES = {"mnist": (28, 28, 1), "cifar": (32, 32, 3), "digits": (8, 8, 1)}
-SOURCE_KINDS = ("tfds:", "npz:", "mnist-idx:", "cifar-python:", "folder:")
+SOURCE_KINDS = ("tfds:", "npz:", "npy:", "mnist-idx:", "cifar-python:", "folder:", "digits")
 DINOV2_MODELS = tuple(f"dinov2_vit{s}14{r}" for s in "sblg" for r in ("", "_reg")) + ("dinov2_custom",)
 
 
-class ConfigError(ValueError):
+class ConfigError(JaxkdError, ValueError):
     """A config that cannot run: the message names the field, the value and what is allowed."""
 
 
@@ -188,9 +190,10 @@ def _rng(lo: float | None = None, hi: float | None = None, lo_open: bool = False
 
 
 def _source(v, c):
-    if v == "digits" or (any(v.startswith(k) for k in SOURCE_KINDS) and v.split(":", 1)[1]):
+    kind, colon, arg = v.partition(":")
+    if v == "digits" or (colon and f"{kind}:" in SOURCE_KINDS and arg):
         return None
-    return "must be 'digits' or one of " + ", ".join(f"'{k}...'" for k in SOURCE_KINDS)
+    return "must be 'digits' or one of " + ", ".join(f"'{k}...'" for k in SOURCE_KINDS if k.endswith(":"))
 
 
 A = "data.augmentation."
@@ -314,11 +317,49 @@ RULES: dict[str, Callable] = {
 }
 
 
-def apply_peer_augmentation(cfg: ConfigDict, name: str) -> ConfigDict:
-    """Sets cfg.data.augmentation to the original project's training pipeline 'mnist' or 'cifar' (SPEC §5); the
-    one definition lives in jaxkd.data.augment.PEER_PIPELINES."""
-    from jaxkd.data.augment import PEER_PIPELINES, apply_peer_pipeline
+_IMAGE_OPS = ("random_crop", "random_flip", "random_rotation", "random_affine", "color_jitter", "auto_augment",
+              "randaugment", "cutout")
 
+# SPEC §5 peer pipelines: per-image ops (all others disabled by apply_peer_pipeline); MixUp/CutMix per sample.
+PEER_PIPELINES: dict[str, dict[str, Any]] = {
+    "mnist": {
+        "random_rotation": {"enabled": True, "degrees": 10.0},
+        "random_affine": {"enabled": True, "translate": 0.1},
+        "randaugment": {"enabled": True, "num_ops": 2, "magnitude": 9},
+        "cutout": {"enabled": True, "length": 8},
+        "mix_mode": "sample",
+    },
+    "cifar": {
+        "random_crop": {"enabled": True, "padding": 4},
+        "random_flip": {"enabled": True},
+        "color_jitter": {"enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
+        "auto_augment": {"enabled": True, "policy": "cifar10"},
+        "randaugment": {"enabled": True, "num_ops": 2, "magnitude": 9},
+        "cutout": {"enabled": True, "length": 16},
+        "mix_mode": "sample",
+    },
+}
+
+
+def apply_peer_pipeline(aug_cfg: Any, name: str) -> Any:
+    """Fill ``config.data.augmentation`` (ConfigDict or nested dict, edited in place and returned) with the peer
+    pipeline ``name`` ('mnist' | 'cifar'): its ops enabled with the peer's settings, the other per-image ops
+    disabled; mixup / cutmix settings are left as they are (they belong to the training preset)."""
+    if name not in PEER_PIPELINES:
+        raise ConfigError(f"unknown peer pipeline {name!r}: choose one of {', '.join(PEER_PIPELINES)}")
+    for op in _IMAGE_OPS:
+        aug_cfg[op]["enabled"] = False
+    for key, value in PEER_PIPELINES[name].items():
+        if isinstance(value, dict):
+            for field, v in value.items():
+                aug_cfg[key][field] = v
+        else:
+            aug_cfg[key] = value
+    return aug_cfg
+
+
+def apply_peer_augmentation(cfg: ConfigDict, name: str) -> ConfigDict:
+    """Sets cfg.data.augmentation to the original project's training pipeline 'mnist' or 'cifar' (SPEC §5)."""
     if name not in PEER_PIPELINES:
         raise ConfigError(f"unknown peer pipeline {name!r}: choose one of {', '.join(PEER_PIPELINES)}")
     apply_peer_pipeline(cfg.data.augmentation, name)

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxkd.config.schema import PEER_PIPELINES, apply_peer_pipeline  # noqa: F401  (re-export)
 from jaxkd.data import autoaugment as aa
 from jaxkd.data import image_ops as ops
 from jaxkd.data.augment_mix import cutout_box, cutout_centre, make_mix, mix_batch  # noqa: F401  (re-export)
@@ -34,47 +35,6 @@ __all__ = [
     "color_jitter_from_uniform", "crop_params", "flip_params", "rotation_params", "translate_params",
     "color_jitter_params", "random_crop", "random_flip", "random_rotation", "random_translate", "random_cutout",
 ]
-
-_IMAGE_OPS = ("random_crop", "random_flip", "random_rotation", "random_affine", "color_jitter", "auto_augment",
-              "randaugment", "cutout")
-
-# SPEC §5 peer pipelines: per-image ops (all others disabled by apply_peer_pipeline); MixUp/CutMix per sample.
-PEER_PIPELINES: dict[str, dict[str, Any]] = {
-    "mnist": {
-        "random_rotation": {"enabled": True, "degrees": 10.0},
-        "random_affine": {"enabled": True, "translate": 0.1},
-        "randaugment": {"enabled": True, "num_ops": 2, "magnitude": 9},
-        "cutout": {"enabled": True, "length": 8},
-        "mix_mode": "sample",
-    },
-    "cifar": {
-        "random_crop": {"enabled": True, "padding": 4},
-        "random_flip": {"enabled": True},
-        "color_jitter": {"enabled": True, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
-        "auto_augment": {"enabled": True, "policy": "cifar10"},
-        "randaugment": {"enabled": True, "num_ops": 2, "magnitude": 9},
-        "cutout": {"enabled": True, "length": 16},
-        "mix_mode": "sample",
-    },
-}
-
-
-def apply_peer_pipeline(aug_cfg: Any, name: str) -> Any:
-    """Fill ``config.data.augmentation`` (ConfigDict or nested dict, edited in place and returned) with the peer
-    pipeline ``name`` ('mnist' | 'cifar'): its ops enabled with the peer's settings, the other per-image ops
-    disabled; mixup / cutmix settings are left as they are (they belong to the training preset)."""
-    if name not in PEER_PIPELINES:
-        raise ValueError(f"unknown peer pipeline {name!r}; choose from {sorted(PEER_PIPELINES)}")
-    for op in _IMAGE_OPS:
-        aug_cfg[op]["enabled"] = False
-    for key, value in PEER_PIPELINES[name].items():
-        if isinstance(value, dict):
-            for field, v in value.items():
-                aug_cfg[key][field] = v
-        else:
-            aug_cfg[key] = value
-    return aug_cfg
-
 
 # ----------------------------------------------------------------------------------------------- draws
 # Parameter draws as torchvision makes them, per sample. Each is a pure function of uniforms u ~ U[0, 1) (so a

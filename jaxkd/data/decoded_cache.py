@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 if TYPE_CHECKING:
-    from jaxkd.data.sources import Dataset
+    from jaxkd.data.dataset import Dataset
 
 __all__ = ["cache_root", "cached", "MIN_IMAGES"]
 
@@ -60,7 +60,7 @@ def _key(path: Path, image_size: int) -> str:
 
 def cached(path: str, image_size: int, decode: Callable[[], Dataset]) -> Dataset:
     """The Dataset of `path`, from the cache when an entry for it exists, else ``decode()`` (saved when large)."""
-    from jaxkd.data.sources import Dataset  # (sources imports this module)
+    from jaxkd.data.dataset import Dataset
 
     root = cache_root()
     if root is None or not os.path.exists(path):

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from jaxkd.data.sources import DataError, Dataset, validate
+from jaxkd.data.dataset import DataError, Dataset, validate
 
 __all__ = ["read_idx", "find_mnist_idx", "load_mnist_idx", "read_cifar_batches", "load_cifar_python",
            "load_folder", "IMAGE_EXTENSIONS", "MNIST_IDX_FILES"]

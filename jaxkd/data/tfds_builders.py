@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxkd.data.sources import LOCAL_ALTERNATIVES, DataError, Dataset, validate
+from jaxkd.data.dataset import LOCAL_ALTERNATIVES, DataError, Dataset, validate
 from jaxkd.errors import describe
 
 __all__ = ["load_tfds", "default_data_dir", "network_available", "build_jaxkd_dataset", "OWN_BUILDERS"]

@@ -17,7 +17,7 @@ from flax import nnx
 
 from jaxkd.losses._common import Array, as_float, check_choice, check_tokens, clamped_norm, l2_normalize
 from jaxkd.models.layers import gelu_exact, torch_linear
-from jaxkd.resize import resize_bilinear
+from jaxkd.models.resize import resize_bilinear
 
 __all__ = [
     "ProjectionHead",

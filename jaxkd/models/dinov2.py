@@ -29,7 +29,7 @@ from flax import nnx
 
 from jaxkd.models.attention import ATTENTION_IMPLEMENTATIONS, Attention, trunc_normal_init, vit_linear
 from jaxkd.models.vit import Mlp, PatchEmbed
-from jaxkd.resize import _cubic_weights, interpolation_matrix
+from jaxkd.models.resize import _cubic_weights, interpolation_matrix
 
 Array = jax.Array
 
@@ -93,7 +93,7 @@ def pos_embed_interpolation_matrix(in_size: int, out_size: int, *, offset: float
     ``offset == 0``: called with ``size=out`` (hub models with registers). ``antialias=True``: torch's
     antialiased kernel (cubic a = −0.5, support scaled by in/out when downsampling, weights renormalised at the
     borders; an axis whose size is unchanged is copied, whatever the scale factor); otherwise Keys a = −0.75
-    with border taps clamped (:mod:`jaxkd.resize`). Rows sum to 1.
+    with border taps clamped (:mod:`jaxkd.models.resize`). Rows sum to 1.
     """
     in_size, out_size = int(in_size), int(out_size)
     if in_size < 1 or out_size < 1:
@@ -194,7 +194,7 @@ class DinoBlock(nnx.Module):
 
 
 class DinoVisionTransformer(nnx.Module):
-    """The DINOv2 backbone (see the module docstring); build it with :func:`jaxkd.teachers.load_dinov2`.
+    """The DINOv2 backbone (see the module docstring); build it with :func:`jaxkd.tasks.teachers.load_dinov2`.
 
     ``img_size`` is the PRETRAINING resolution that sizes ``pos_embed`` (hub models: 518 = 37 patches of 14);
     any input whose sides are multiples of ``patch_size`` is accepted, the positional embedding being

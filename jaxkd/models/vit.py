@@ -25,7 +25,7 @@ from flax import nnx
 
 from jaxkd.models.attention import ATTENTION_IMPLEMENTATIONS, Attention, trunc_normal_init, vit_linear
 from jaxkd.models.layers import Activation, BatchNorm, gelu_exact
-from jaxkd.resize import resize_bicubic
+from jaxkd.models.resize import resize_bicubic
 
 Array = jax.Array
 
@@ -81,7 +81,7 @@ def interpolate_pos_embed(pos_embed: Array, num_prefix: int, old_grid: Sequence[
     Returns:
       (1, num_prefix + gh'·gw', D) in pos_embed's dtype: the (gh, gw, D) patch grid resized bicubically with
       torch ``F.interpolate(mode='bicubic', align_corners=False)`` semantics (a = −0.75, no antialias;
-      :func:`jaxkd.resize.resize_bicubic`), computed in at least float32.
+      :func:`jaxkd.models.resize.resize_bicubic`), computed in at least float32.
     """
     gh, gw = _pair(old_grid, "old_grid")
     nh, nw = _pair(new_grid, "new_grid")

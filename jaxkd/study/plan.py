@@ -82,7 +82,7 @@ def resolve_preset(spec: str) -> str:
 def _load(spec: str, overrides: Sequence[str]):
     cfg = config_lib.load(spec, [f"--config.{o}" for o in overrides])
     if cfg.ss_distillation.enabled and cfg.vit.inference_mode != "cls":
-        # as jaxkd.train: token distillation predicts with the class head, and config.json records it
+        # as jaxkd.train.loop: token distillation predicts with the class head, and config.json records it
         cfg = config_lib.ConfigDict(cfg.to_dict())
         cfg.vit.inference_mode = "cls"
     return cfg
@@ -92,7 +92,7 @@ def _same_config(old_text: str, new_text: str) -> bool:
     old, new = config_lib.flatten(json.loads(old_text)), config_lib.flatten(json.loads(new_text))
     if old == new:
         return True
-    from jaxkd.checkpoint import _COSMETIC  # the trainer's own rule (imports orbax: only when needed)
+    from jaxkd.train.checkpoint import _COSMETIC  # the trainer's own rule (imports orbax: only when needed)
 
     return all(old.get(k) == new.get(k) for k in set(old) | set(new) if k not in _COSMETIC)
 

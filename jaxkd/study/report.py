@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
-from jaxkd.reporting import write_json_atomic
+from jaxkd.train.reporting import write_json_atomic
 from jaxkd.study import stats
 from jaxkd.study.plan import Job
 from jaxkd.study.suites import Suite
@@ -202,7 +202,7 @@ def markdown(res: dict) -> str:
 # results.png
 
 def plot(res: dict, path: Path) -> None:
-    from jaxkd.reporting import _plt
+    from jaxkd.train.reporting import _plt
 
     plt = _plt()
     names = list(res["runs"])

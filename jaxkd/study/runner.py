@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from jaxkd.reporting import write_json_atomic
+from jaxkd.train.reporting import write_json_atomic
 from jaxkd.study import report
 from jaxkd.study.plan import REPO, Job, plan
 from jaxkd.study.suites import SUITES, StudyError, Suite, get_suite

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxkd.errors import describe
+from jaxkd.errors import JaxkdError, describe
 
 __all__ = [
     "TorchCheckpointError", "Unloaded", "RestrictedUnpickler", "restricted_pickle_module", "load_torch_file",
@@ -38,7 +38,7 @@ __all__ = [
 _WRAPPER_KEYS = ("model_state_dict", "state_dict")
 
 
-class TorchCheckpointError(ValueError):
+class TorchCheckpointError(JaxkdError, ValueError):
     """A PyTorch checkpoint that cannot be read or holds no usable state dict; the message names file and fix."""
 
 

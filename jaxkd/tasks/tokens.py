@@ -22,9 +22,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxkd import losses, resize
+from jaxkd import losses, models
 from jaxkd.config import ConfigError
-from jaxkd.distill import Teacher
+from jaxkd.models import resize
+from jaxkd.tasks import teachers
+from jaxkd.tasks.base import Task, Teacher, TeacherInput, accuracy
+from jaxkd.train import checkpoint
 
 __all__ = ["load_ss_teacher", "SelfSupervisedDistillation", "SSStudent"]
 
@@ -49,8 +52,6 @@ class SSStudent(nnx.Module):
 
 
 def _custom_arch(path: Path, heads: int):
-    from jaxkd import teachers
-
     sd = teachers.read_state_dict(path, arch="vit_small")
     missing = [k for k in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.norm1.weight")
                if k not in sd]
@@ -69,8 +70,6 @@ def _custom_arch(path: Path, heads: int):
 
 def load_ss_teacher(cfg, data) -> Teacher:
     """The frozen teacher of token distillation, with its input statistics and frozen projectors."""
-    from jaxkd import models
-
     ss = cfg.ss_distillation
     if not ss.teacher_checkpoint:
         raise ConfigError("config field 'ss_distillation.teacher_checkpoint' is empty: give the DINOv2 weight file "
@@ -79,8 +78,6 @@ def load_ss_teacher(cfg, data) -> Teacher:
     path = Path(ss.teacher_checkpoint)
     dtype = models.compute_dtype(cfg)
     if ss.teacher_type == "dinov2":
-        from jaxkd import teachers
-
         if ss.teacher_model_name == "dinov2_custom":
             if not path.is_file():
                 raise ConfigError(f"teacher weights '{path}' not found: give the DINOv2-architecture weight file")
@@ -92,8 +89,6 @@ def load_ss_teacher(cfg, data) -> Teacher:
         size, depth, dim, channels = ss.teacher_img_size, net.depth, net.embed_dim, 3
         desc = f"DINOv2 {ss.teacher_model_name} from {path}"
     else:
-        from jaxkd import checkpoint
-
         net, tcfg = checkpoint.load(path)
         if tcfg.model.model_type != "deit":
             raise ConfigError(f"ss_distillation.teacher_checkpoint '{path}' holds a {tcfg.model.model_type} model, "
@@ -119,19 +114,41 @@ def load_ss_teacher(cfg, data) -> Teacher:
     frozen = _FrozenTeacher(net, projectors)
     frozen.eval()
     graphdef, state = nnx.split(frozen)
-    return Teacher(graphdef, state, ss.teacher_type, desc,
-                   extra=dict(mean=tuple(mean), std=tuple(std), size=int(size), depth=int(depth), dim=int(dim),
-                              channels=channels))
+    return Teacher(graphdef, state, ss.teacher_type, desc, depth=int(depth), dim=int(dim),
+                   input=TeacherInput(tuple(mean), tuple(std), int(size), channels))
 
 
-class SelfSupervisedDistillation:
+class SelfSupervisedDistillation(Task):
     """CE + λ_tok·L_tok + λ_rel(epoch)·L_rel with a frozen teacher (see the module docstring)."""
+
+    @classmethod
+    def selected(cls, cfg) -> bool:
+        return bool(cfg.ss_distillation.enabled)
+
+    @classmethod
+    def prepare_config(cls, cfg):
+        """Token distillation never trains head_dist: predict with the class head (the original averaged the
+        untrained head in). The resolved config.json records the choice."""
+        if cfg.vit.inference_mode == "cls":
+            return cfg, []
+        cfg = type(cfg)(cfg.to_dict())
+        cfg.vit.inference_mode = "cls"
+        return cfg, ["token distillation does not train the dist head; inference uses the class head "
+                     "(vit.inference_mode = 'cls')"]
+
+    @classmethod
+    def load_teacher(cls, cfg, data) -> Teacher:
+        return load_ss_teacher(cfg, data)
+
+    @classmethod
+    def build(cls, cfg, teacher: Teacher) -> SelfSupervisedDistillation:
+        return cls(cfg, teacher)
 
     def __init__(self, cfg, teacher: Teacher):
         self.cfg, self.teacher = cfg, teacher
         ss = cfg.ss_distillation
         self.layers = tuple(int(i) for i in ss.token_layers)
-        self.teacher_layers = tuple(sorted(set(self.layers) | {teacher.extra["depth"] - 1}))
+        self.teacher_layers = tuple(sorted(set(self.layers) | {teacher.depth - 1}))
         self.label_smoothing = cfg.training.label_smoothing
         self.data_stats = None  # set by the trainer through bind_data (dataset mean/std of the student's input)
 
@@ -141,7 +158,7 @@ class SelfSupervisedDistillation:
 
     def trainable(self, model, rngs: nnx.Rngs) -> SSStudent:
         ss = self.cfg.ss_distillation
-        d_s, d_t = self.cfg.vit.embed_dim, self.teacher.extra["dim"]
+        d_s, d_t = self.cfg.vit.embed_dim, self.teacher.dim
         head = lambda d: losses.ProjectionHead(d, ss.projection_hidden_dim, ss.projection_dim, rngs=rngs)  # noqa
         s_proj = nnx.List([head(d_s) for _ in self.layers])
         t_proj = nnx.List([head(d_t) for _ in self.layers]) if ss.teacher_projector == "trainable" else None
@@ -157,11 +174,11 @@ class SelfSupervisedDistillation:
         3-channel teacher: DINOv2, or a jaxkd ViT trained on RGB)."""
         mean, std = self.data_stats
         raw = image.astype(jnp.float32) * std + mean
-        if raw.shape[-1] == 1 and self.teacher.extra.get("channels", 3) == 3:
+        seen = self.teacher.input
+        if raw.shape[-1] == 1 and seen.channels == 3:
             raw = jnp.repeat(raw, 3, axis=-1)
-        x = (raw - jnp.asarray(self.teacher.extra["mean"], jnp.float32)) / jnp.asarray(self.teacher.extra["std"],
-                                                                                          jnp.float32)
-        s = self.teacher.extra["size"]
+        x = (raw - jnp.asarray(seen.mean, jnp.float32)) / jnp.asarray(seen.std, jnp.float32)
+        s = seen.size
         return resize.resize_bilinear(x, (s, s)) if x.shape[1:3] != (s, s) else x
 
     def teacher_tokens(self, batch, aux):
@@ -192,7 +209,7 @@ class SelfSupervisedDistillation:
         t_proj = student.teacher_projectors if mode == "trainable" else frozen_proj
         loss, parts = losses.ss_distillation_loss(
             out["cls"], batch.get("target", batch["label"]), s_layers, [t_by_layer[i] for i in self.layers],
-            out["tokens"][:, p:], t_by_layer[self.teacher.extra["depth"] - 1],
+            out["tokens"][:, p:], t_by_layer[self.teacher.depth - 1],
             None if student.student_projectors is None else list(student.student_projectors),
             None if t_proj is None else list(t_proj), epoch=epoch.astype(jnp.float32),
             lambda_tok=ss.lambda_tok, lambda_rel=ss.lambda_rel, rel_warmup_epochs=ss.rel_warmup_epochs,
@@ -200,9 +217,11 @@ class SelfSupervisedDistillation:
             teacher_mode="frozen" if mode == "frozen" else mode, correlation_tau=ss.correlation_temperature,
             pooled=ss.use_pooled_correlation, correlation_kind=ss.correlation_loss_type,
             full_reduction=ss.correlation_full_reduction, student_grid=model.grid_size, teacher_grid=t_grid)
-        acc = jnp.mean((jnp.argmax(out["cls"], -1) == batch["label"]).astype(jnp.float32))
-        return loss, {"accuracy": acc, **{k: v for k, v in parts.items()}}
+        return loss, {"accuracy": accuracy(out["cls"], batch["label"]), **parts}
 
-    def inference_logits(self, student: SSStudent, image):
+    def student(self, trainable: SSStudent) -> nnx.Module:
+        return trainable.model
+
+    def inference_logits(self, trainable: SSStudent, image):
         """The class head (the dist head is untrained in this mode)."""
-        return student.model.forward_heads(image)["cls"]
+        return trainable.model.forward_heads(image)["cls"]

@@ -19,17 +19,17 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from jaxkd.errors import describe
+from jaxkd.errors import JaxkdError, RunFailure, describe
 
 __all__ = ["Checkpoints", "CheckpointError", "CheckpointWriteError", "WorkdirLock", "export_model", "load",
            "params_sha256", "check_workdir"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(JaxkdError, ValueError):
     """A checkpoint or workdir that cannot be used: the message names the path and what to do."""
 
 
-class CheckpointWriteError(RuntimeError):
+class CheckpointWriteError(RunFailure):
     """A checkpoint that could not be written (disk full, no permission, a failed cross-process barrier): the
     message names the directory, the step, the space it needs and what to do. Checkpoints already on disk are
     untouched (Orbax writes a step into a temporary folder and renames it only when complete)."""
@@ -447,7 +447,8 @@ def load(path: str | Path):
     from flax import nnx
 
     from jaxkd import config as config_lib
-    from jaxkd import models, steps
+    from jaxkd import models
+    from jaxkd.train import steps
 
     workdir = Path(path)
     cfg_file = workdir / "config.json"

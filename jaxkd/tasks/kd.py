@@ -3,7 +3,7 @@
 - CNN -> DeiT (SPEC §3): a frozen teacher from `distillation.teacher_checkpoint` (a jaxkd workdir, or an original
   project `.pth` read through jaxkd.convert's safe loader); hard or soft KD on the dist head, the α schedule with
   KD warm-up; the teacher sees the student's augmented batch (as the original) or the clean view.
-- Token distillation from DINOv2 (SPEC §3): see jaxkd.distill_ss.
+- Token distillation from DINOv2 (SPEC §3): see jaxkd.tasks.tokens.
 
 The teacher runs inside the same jitted step: its state is the step's `aux` input (replicated, not donated, not in
 the optimiser or the checkpoints), its BatchNorm in eval mode, and stop_gradient on its outputs.
@@ -11,38 +11,25 @@ the optimiser or the checkpoints), its BatchNorm in eval mode, and stop_gradient
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxkd import losses, tasks
+from jaxkd import config as config_lib
+from jaxkd import losses, models
 from jaxkd.config import ConfigError
+from jaxkd.interop import fit, torch_to_jax
+from jaxkd.losses._common import kl_rows
+from jaxkd.tasks.base import Task, Teacher, accuracy, forward_train
+from jaxkd.train import checkpoint
 
-__all__ = ["Teacher", "load_teacher", "load_kd_teacher", "KnowledgeDistillation", "make_task"]
-
-
-@dataclasses.dataclass
-class Teacher:
-    """A frozen teacher: graphdef (eval mode) + state (the step's aux input) and what it is."""
-
-    graphdef: Any
-    state: Any
-    kind: str  # 'classifier' (CNN / ViT logits) or 'dinov2' (token features)
-    description: str
-    extra: dict = dataclasses.field(default_factory=dict)
-
-    def model(self, state=None) -> nnx.Module:
-        return nnx.merge(self.graphdef, self.state if state is None else state)
+__all__ = ["load_kd_teacher", "KnowledgeDistillation"]
 
 
 def _teacher_cfg(cfg):
     """The student's config with the teacher's model section (same data, so the same classes and image shape)."""
-    from jaxkd import config as config_lib
-
     tcfg = config_lib.ConfigDict(cfg.to_dict())
     tcfg.model.model_type = cfg.distillation.teacher_model_type
     return tcfg
@@ -50,8 +37,6 @@ def _teacher_cfg(cfg):
 
 def load_kd_teacher(cfg, num_classes: int, image_shape) -> Teacher:
     """The CNN (or ViT) teacher of CNN -> DeiT distillation, checked against the student's data."""
-    from jaxkd import checkpoint
-
     path = Path(cfg.distillation.teacher_checkpoint)
     if not path.exists():
         raise ConfigError(f"teacher checkpoint '{path}' not found: train the teacher first (e.g. python -m jaxkd.train "
@@ -66,17 +51,15 @@ def load_kd_teacher(cfg, num_classes: int, image_shape) -> Teacher:
                               f"--config.distillation.teacher_model_type={tcfg.model.model_type}")
         source = f"jaxkd workdir {path}"
     elif path.suffix in (".pth", ".pt", ".bin"):
-        from jaxkd import convert, interop, models
-
         tcfg = _teacher_cfg(cfg)
         model = models.build(tcfg, nnx.Rngs(0))
-        sd = convert.load_torch_checkpoint(path)
-        problems, _ = convert.fit_problems(convert.expected_shapes(tcfg), sd)
+        sd = fit.load_torch_checkpoint(path)
+        problems, _ = fit.fit_problems(fit.expected_shapes(tcfg), sd)
         if problems:  # (a short listing, not interop's full one: a CIFAR CNN for the digits is ~100 keys)
             raise ConfigError(f"teacher checkpoint '{path}' does not fit a {tcfg.model.model_type} for "
                               f"{cfg.data.dataset}: {'; '.join(problems)}: use a teacher trained on the same "
                               f"dataset (or set --config.distillation.teacher_model_type)")
-        interop.torch_to_jax(model, sd)
+        torch_to_jax(model, sd)
         model.eval()
         source = f"PyTorch checkpoint {path}"
     else:
@@ -93,26 +76,28 @@ def load_kd_teacher(cfg, num_classes: int, image_shape) -> Teacher:
     return Teacher(graphdef, state, "classifier", source)
 
 
-def load_teacher(cfg, data) -> Teacher:
-    if cfg.distillation.enabled:
-        return load_kd_teacher(cfg, data.num_classes, data.image_shape)
-    from jaxkd import distill_ss
-
-    return distill_ss.load_ss_teacher(cfg, data)
+def _teacher_kl(t_logits, s_logits):
+    """KL(softmax(t) ‖ softmax(s)) per row, in float32: (B,K), (B,K) -> (B,)."""
+    return kl_rows(jax.nn.log_softmax(t_logits.astype(jnp.float32)), jax.nn.log_softmax(s_logits.astype(jnp.float32)))
 
 
-def _kl_rows(t_logits, s_logits):
-    """KL(softmax(t) ‖ softmax(s)) per row, float32."""
-    lt = jax.nn.log_softmax(t_logits.astype(jnp.float32))
-    ls = jax.nn.log_softmax(s_logits.astype(jnp.float32))
-    return jnp.sum(jnp.exp(lt) * (lt - ls), axis=-1)
-
-
-class KnowledgeDistillation:
+class KnowledgeDistillation(Task):
     """DeiT distillation: (1 − α)·CE(cls head, labels) + α·KD(dist head, teacher), hard or soft (SPEC §3).
 
     α follows distillation.alpha_schedule over epochs after distillation_warmup_epochs (0 during the warm-up).
     """
+
+    @classmethod
+    def selected(cls, cfg) -> bool:
+        return bool(cfg.distillation.enabled)
+
+    @classmethod
+    def load_teacher(cls, cfg, data) -> Teacher:
+        return load_kd_teacher(cfg, data.num_classes, data.image_shape)
+
+    @classmethod
+    def build(cls, cfg, teacher: Teacher) -> KnowledgeDistillation:
+        return cls(cfg, teacher)
 
     def __init__(self, cfg, teacher: Teacher):
         d = cfg.distillation
@@ -129,7 +114,7 @@ class KnowledgeDistillation:
         return jax.lax.stop_gradient(teacher(image).astype(jnp.float32))
 
     def __call__(self, model, batch, epoch, aux):
-        out = tasks.forward_train(model, batch["image"])
+        out = forward_train(model, batch["image"])
         t_logits = self.teacher_logits(batch, aux)
         alpha = losses.alpha_at(epoch.astype(jnp.float32), **self.alpha_kw)
         targets = batch.get("target", batch["label"])
@@ -138,28 +123,21 @@ class KnowledgeDistillation:
                                                normalize=self.normalize)
         student = out["dist"] if out["dist"] is not None else out["cls"]
         labels = batch["label"]
-        return loss, {"accuracy": jnp.mean((jnp.argmax(out["cls"], -1) == labels).astype(jnp.float32)),
+        return loss, {"accuracy": accuracy(out["cls"], labels),
                       "ce": parts["ce"], "kd": parts["kd"], "alpha": alpha,
-                      "agreement": jnp.mean((jnp.argmax(student, -1) == jnp.argmax(t_logits, -1)).astype(jnp.float32))}
+                      "agreement": accuracy(student, jnp.argmax(t_logits, -1))}
 
     def eval_metrics(self, model, batch, aux, mask):
         """Validation: accuracies of both heads and of the teacher, student-teacher top-1 agreement and KL."""
-        out = tasks.forward_train(model, batch["image"])
+        out = forward_train(model, batch["image"])
         t_logits = self.teacher_logits(batch, aux)
         labels = batch["label"]
         acc = lambda logits: jnp.sum((jnp.argmax(logits, -1) == labels) * mask)  # noqa: E731
         student = out["dist"] if out["dist"] is not None else out["cls"]
         res = {"cls_accuracy": acc(out["cls"]), "teacher_accuracy": acc(t_logits),
                "teacher_agreement": jnp.sum((jnp.argmax(student, -1) == jnp.argmax(t_logits, -1)) * mask),
-               "teacher_kl": jnp.sum(_kl_rows(t_logits, student) * mask)}
+               "teacher_kl": jnp.sum(_teacher_kl(t_logits, student) * mask)}
         if out["dist"] is not None:
             res["dist_accuracy"] = acc(out["dist"])
         return res
 
-
-def make_task(cfg, teacher: Teacher):
-    if cfg.distillation.enabled:
-        return KnowledgeDistillation(cfg, teacher)
-    from jaxkd import distill_ss
-
-    return distill_ss.SelfSupervisedDistillation(cfg, teacher)

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxkd.errors import JaxkdError
+
 __all__ = [
     "StateDictMismatch",
     "torch_to_jax",
@@ -40,7 +42,7 @@ _STAT_LEAF = {"mean": "running_mean", "var": "running_var"}
 _WRAPPER_KEYS = ("model_state_dict", "state_dict")
 
 
-class StateDictMismatch(ValueError):
+class StateDictMismatch(JaxkdError, ValueError):
     """A state dict does not match the model: lists missing, unexpected and mis-shaped keys."""
 
 

@@ -1,7 +1,7 @@
 """`python -m jaxkd.train --config configs/<preset>.py[:arg] --workdir DIR [--config.x.y=value ...]`
 
 The one trainer of every mode: supervised CNN or ViT, CNN -> DeiT distillation and token distillation differ only
-in the task (jaxkd.tasks / jaxkd.distill) and the teacher it carries. Sections: distributed, mesh, input, model,
+in the task (jaxkd.tasks / jaxkd.tasks.kd) and the teacher it carries. Sections: distributed, mesh, input, model,
 update, shard, checkpoint, evals, loop, report.
 
 Writes to the workdir: config.json (resolved), metrics.jsonl (train: loss, accuracy, lr, grad_norm, images/s per
@@ -11,13 +11,6 @@ report.json, training_curves.png, confusion_matrix.png and summary.json.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # the command line: config and --workdir are checked before JAX is imported
-    import sys as _sys
-
-    from jaxkd import config as _config
-
-    _config.precheck(_sys.argv[1:], workdir_flag="--workdir")
-
 import math
 import os
 import signal
@@ -26,18 +19,24 @@ import threading
 import time
 import types
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxkd import checkpoint as ckpt_lib
+from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
-from jaxkd import models, optim, paths, reporting, steps, tasks
+from jaxkd import models, paths, tasks
+from jaxkd.train import optim
+from jaxkd.train import reporting
+from jaxkd.train import steps
+from jaxkd.train.evaluators import batch_dict, bn_recompute, evaluate_split
 from jaxkd.config import ConfigError
+from jaxkd.errors import NonFiniteError
 
-__all__ = ["train", "main", "evaluate_split", "maybe_initialize_distributed"]
+__all__ = ["train", "main", "maybe_initialize_distributed"]
 
 
 def _version(package: str) -> str:
@@ -64,72 +63,6 @@ def maybe_initialize_distributed() -> None:
                                    process_id=int(os.environ["JAXKD_PROCESS_ID"]))
     elif os.environ.get("JAXKD_DISTRIBUTED") == "1":
         jax.distributed.initialize()
-
-
-def _batch_dict(batch, mixing: bool) -> dict:
-    """The pipeline's Batch as the task's dict: soft targets only when MixUp/CutMix made them (so that label
-    smoothing applies to plain labels, as the original)."""
-    d = {"image": batch.image, "label": batch.label, "mask": batch.mask}
-    if mixing:
-        d["target"] = batch.target
-    if batch.teacher_image is not None:
-        d["teacher_image"] = batch.teacher_image
-    return d
-
-
-def evaluate_split(eval_step, params, rest, data, split: str, aux=None) -> dict:
-    """Loss, top-1/3/5, the confusion matrix and the task's extra metrics (means) over every example of a split;
-    one host fetch at the end."""
-    total = None
-    for batch in data.eval_batches(split):
-        out = eval_step(params, rest, _batch_dict(batch, False), aux)
-        total = out if total is None else jax.tree.map(jnp.add, total, out)
-    if total is None:
-        return {}
-    total = jax.device_get(total)
-    n = max(float(total["count"]), 1.0)
-    res = {"loss": float(total["loss_sum"]) / n, "accuracy": float(total["top1"]) / n,
-           "top1": float(total["top1"]) / n, "top3": float(total["top3"]) / n, "top5": float(total["top5"]) / n,
-           "count": int(total["count"]), "confusion": np.asarray(total["confusion"]).round().astype(np.int64)}
-    for k, v in total.items():
-        if k not in ("loss_sum", "count", "top1", "top3", "top5", "confusion"):
-            res[k] = float(v) / n
-    return res
-
-
-def bn_recompute(gd_train, params, rest, images):
-    """torch.optim.swa_utils.update_bn: BatchNorm running statistics recomputed, with the weights fixed, as the
-    equal-weight average over the batches of `images` (an iterable of (B,H,W,C) arrays) of each batch's mean and
-    unbiased variance (torch's momentum=None). Runs the train-mode forward with momentum 1, so each forward leaves
-    exactly its batch statistics; num_batches_tracked advances by the number of batches, as in torch."""
-    model = nnx.merge(gd_train, params, jax.tree.map(lambda x: x, rest))
-    bns = [m for _, m in nnx.iter_modules(model) if hasattr(m, "num_batches_tracked")]
-    if not bns:
-        return rest
-    for bn in bns:
-        bn.momentum = 1.0
-    gd_capture = nnx.graphdef(model)
-
-    @jax.jit
-    def batch_stats(rest, image):
-        m = nnx.merge(gd_capture, params, jax.tree.map(lambda x: x, rest))
-        tasks.forward_train(getattr(m, "model", m), image)  # the student inside a distillation container
-        return nnx.split(m, nnx.Param, ...)[2]
-
-    avg, n = None, 0
-    for image in images:
-        new = batch_stats(rest, image)
-        avg = new if avg is None else jax.tree.map(
-            lambda a, b: a + (b - a) / (n + 1) if jnp.issubdtype(a.dtype, jnp.floating) else b, avg, new)
-        n += 1
-    if avg is None:
-        return rest
-    # Statistics from the average; integer counters (num_batches_tracked) advance by n; RNG state unchanged.
-    return jax.tree.map(lambda old, a: a if jnp.issubdtype(a.dtype, jnp.floating) else old + n
-                        if old.dtype == jnp.int32 and old.ndim == 0 else old, rest, avg)
-
-
-_FAULT_SLEEP_S = float(os.environ.get("JAXKD_FAULT_SLEEP_S", "0") or 0)
 
 
 class _StopOnSignal:
@@ -192,7 +125,7 @@ def _check_numerics(fetched: list[dict], first_step: int, cfg, ckpts, workdir: P
             what = (f"weights after step {first_step + i}" + (f" ({cfg.training.skip_nonfinite_updates} non-finite "
                     "updates in a row were skipped first)" if skipping else ""))
         if what:
-            raise FloatingPointError(_nonfinite_message(what, cfg, ckpts, workdir, gradients))
+            raise NonFiniteError(_nonfinite_message(what, cfg, ckpts, workdir, gradients))
 
 
 def _nonfinite_message(what: str, cfg, ckpts, workdir: Path, gradients: bool = False) -> str:
@@ -214,8 +147,12 @@ def _largest_weight(params) -> float:
     return float(max(jnp.max(jnp.abs(x.astype(jnp.float32))) for x in jax.tree.leaves(params)))
 
 
-def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
-    """Trains per `cfg` into `workdir`; returns the summary dict (also written to summary.json)."""
+def train(cfg, workdir: str | os.PathLike, *, force: bool = False,
+          on_step: Callable[[int], None] | None = None) -> dict:
+    """Trains per `cfg` into `workdir`; returns the summary dict (also written to summary.json).
+
+    on_step(step): called after each training step is dispatched (the step count before it), on the host, without
+    a sync: a hook for tests and tools (e.g. jaxkd.faults slows steps down to open a window to kill a run in)."""
     t_start = time.time()
     # --- distributed -------------------------------------------------------------------------------------------
     maybe_initialize_distributed()
@@ -225,7 +162,7 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
     lock = ckpt_lib.WorkdirLock(workdir)  # one run per workdir (held by process 0)
     run = types.SimpleNamespace(ckpts=None)  # what _train has opened, for the error path below
     try:
-        return _train(cfg, Path(workdir), force, t_start, is_main, multi, stop, lock, run)
+        return _train(cfg, Path(workdir), force, t_start, is_main, multi, stop, lock, run, on_step)
     except OSError as e:  # a full or read-only disk under one of the run's own files: one line, saves finished
         raise ckpt_lib.workdir_write_error(e, Path(workdir), run.ckpts) from e
     finally:
@@ -233,21 +170,16 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False) -> dict:
         stop.restore()
 
 
-def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dict:
+def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_step) -> dict:
     status = reporting.Status(workdir, enabled=is_main)
     stale = None  # the holder named by a lock file that a killed run left behind
     if is_main and workdir.is_dir():  # before --force may move a run aside; a new workdir is locked on creation
         stale = lock.acquire()
     # fp32 matmuls and convolutions in full fp32 unless TF32 is asked for (XLA:GPU's default on Ampere+ is TF32).
     jax.config.update("jax_default_matmul_precision", "tensorfloat32" if cfg.training.use_tf32 else "float32")
-    if cfg.ss_distillation.enabled and cfg.vit.inference_mode != "cls":
-        # Token distillation never trains head_dist: predict with the class head (the original averaged the
-        # untrained head in). The resolved config.json records the choice.
-        cfg = config_lib.ConfigDict(cfg.to_dict())
-        cfg.vit.inference_mode = "cls"
-        if is_main:
-            print("note: token distillation does not train the dist head; inference uses the class head "
-                  "(vit.inference_mode = 'cls')", file=sys.stderr)
+    cfg, notes = tasks.task_class(cfg).prepare_config(cfg)  # (config.json records what the task resolved)
+    for note in notes if is_main else ():
+        print(f"note: {note}", file=sys.stderr)
     if is_main:
         ckpt_lib.check_workdir(workdir, config_lib.to_json(cfg), force)
         if stale:
@@ -283,15 +215,8 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
     epochs = cfg.training.num_epochs
     # --- model ---------------------------------------------------------------------------------------------------
     model = models.build(cfg, nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1))
-    teacher = None
-    if cfg.distillation.enabled or cfg.ss_distillation.enabled:
-        from jaxkd import distill
-
-        teacher = distill.load_teacher(cfg, data)
-    task = tasks.make_task(cfg, teacher)
-    if hasattr(task, "bind_data"):  # tasks that rebuild the raw image (teacher input) need the normalisation
-        task.bind_data(data.mean, data.std)
-    trainable = task.trainable(model, nnx.Rngs(cfg.seed + 2)) if hasattr(task, "trainable") else model
+    task = tasks.from_config(cfg, data)  # (its teacher loaded and checked against the data)
+    trainable = task.trainable(model, nnx.Rngs(cfg.seed + 2))
     gd_train, gd_eval, params, rest = steps.split_model(trainable)
     # --- update --------------------------------------------------------------------------------------------------
     tx = optim.make_optimizer(cfg, steps_per_epoch // accum, params)
@@ -304,10 +229,9 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
     train_step = steps.make_train_step(gd_train, task, tx, steps_per_epoch=steps_per_epoch, schedule=schedule,
                                        accumulation=accum,
                                        ema_decay=cfg.training.ema.decay if cfg.training.ema.enabled else None)
-    forward = task.inference_logits if hasattr(task, "inference_logits") else tasks.inference_logits
-    eval_step = steps.make_eval_step(gd_eval, data.num_classes, forward, getattr(task, "eval_metrics", None))
+    eval_step = steps.make_eval_step(gd_eval, data.num_classes, task.inference_logits, task.eval_metrics)
     # The frozen teacher's state: an input of every step (replicated, never donated, never checkpointed).
-    aux = steps.replicate(teacher.state, mesh) if teacher is not None else None
+    aux = steps.replicate(task.teacher.state, mesh) if task.teacher is not None else None
     # --- checkpoint ----------------------------------------------------------------------------------------------
     host = {"epoch": 0, "best_val_accuracy": -1.0, "early_stop": {"best": math.inf, "bad": 0}, "plateau": None,
             "stopped_early": False}
@@ -353,14 +277,14 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
         pending, timer, since = [], reporting.Timer(), 0
         for batch in data.train_batches(epoch, step - epoch * steps_per_epoch,
                                         num_steps=steps_per_epoch - (step - epoch * steps_per_epoch)):
-            state, metrics = train_step(state, _batch_dict(batch, mixing), aux)
+            state, metrics = train_step(state, batch_dict(batch, mixing), aux)
             if first_step_s is None:  # one sync, once: the time to the first finished step (compilation included)
                 jax.block_until_ready(metrics)
                 first_step_s = time.time() - t_start
                 if is_main:
                     print(f"first step done {first_step_s:.1f} s after start", file=sys.stderr, flush=True)
-            if _FAULT_SLEEP_S:  # test-only fault injection: slow steps down so a test can kill mid-epoch
-                time.sleep(_FAULT_SLEEP_S)
+            if on_step is not None:
+                on_step(step)
             pending.append(metrics)
             step += 1
             since += 1
@@ -391,7 +315,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
             status.set("evaluate", step)
             val = evaluate_split(eval_step, steps.ema_params_or_params(state), state.rest, data, "val", aux)
             if val and not math.isfinite(val["loss"]):  # (BatchNorm's training mode hides weights out of range)
-                raise FloatingPointError(_nonfinite_message(
+                raise NonFiniteError(_nonfinite_message(
                     f"validation loss ({val['loss']}) after epoch {epoch}, step {step}, although every training "
                     f"loss was finite: the largest weight is {_largest_weight(state.params):.3g}", cfg, ckpts,
                     workdir))
@@ -431,7 +355,8 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
         # BatchNorm statistics for the averaged weights, from one pass over the (augmented) training stream
         images = (b.image for b in data.train_batches(0, num_steps=steps_per_epoch))
         status.set("swa_bn", step)
-        candidates["swa"] = (state.swa_params, bn_recompute(gd_train, state.swa_params, state.rest, images))
+        candidates["swa"] = (state.swa_params, bn_recompute(gd_train, state.swa_params, state.rest, images,
+                                                            task.student))
     if state.ema_params is not None:
         candidates["ema"] = (state.ema_params, state.rest)
     status.set("final_evaluate", step)
@@ -456,10 +381,11 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
             summary[f"{name}_val_accuracy"] = results[name]["val"].get("accuracy")
             summary[f"{name}_params_sha256"] = ckpt_lib.params_sha256(candidates[name][0])
     export_params, export_rest = state.params, state.rest
-    if trainable is not model:  # token distillation trains projectors too: export the student model alone
-        _, export_params, export_rest = nnx.split(nnx.merge(gd_eval, state.params, state.rest).model, nnx.Param, ...)
+    if trainable is not model:  # the task trains more than the model (projectors): export the model alone
+        _, export_params, export_rest = nnx.split(task.student(nnx.merge(gd_eval, state.params, state.rest)),
+                                                  nnx.Param, ...)
     if not math.isfinite(final["test"]["loss"]) or not bool(jax.jit(steps.all_finite)(export_params)):
-        raise FloatingPointError(_nonfinite_message(
+        raise NonFiniteError(_nonfinite_message(
             f"test loss ({final['test']['loss']}) of the final weights (largest weight "
             f"{_largest_weight(export_params):.3g}); the model was not exported", cfg, ckpts, workdir))
     status.set("export", step)
@@ -484,15 +410,11 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run) -> dic
     return summary
 
 
-def main(argv=None) -> int:
+def main(argv=None, on_step: Callable[[int], None] | None = None) -> int:
     parser = config_lib.ArgumentParser(prog="python -m jaxkd.train", description="Train a jaxkd model.")
     config_lib.add_config_args(parser)
     parser.add_argument("--workdir", required=True, help="output directory (resumes when it holds a checkpoint)")
     parser.add_argument("--force", action="store_true", help="reuse a workdir that holds a different run")
     args, cfg = config_lib.parse_config_args(parser, argv)
-    train(cfg, paths.output_dir(args.workdir, "--workdir"), force=args.force)
+    train(cfg, paths.output_dir(args.workdir, "--workdir"), force=args.force, on_step=on_step)
     return 0
-
-
-if __name__ == "__main__":
-    config_lib.main_guard(lambda: main(sys.argv[1:]))

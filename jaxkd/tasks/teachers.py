@@ -11,7 +11,7 @@ need arbitrary pickled code is refused); ``.safetensors`` (``safetensors`` packa
 The architecture (embed dim, depth, registers, FFN type, patch size, pretraining grid) is read from the state
 dict and checked against ``arch``; the positional-embedding interpolation follows the official hub models
 (offset 0.1 / no antialias without registers, size-based / antialiased with registers), see
-:mod:`jaxkd.models.dinov2`. ``import jaxkd.teachers`` never imports torch.
+:mod:`jaxkd.models.dinov2`. ``import jaxkd.tasks.teachers`` never imports torch.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxkd.errors import describe, first_line
+from jaxkd.errors import JaxkdError, describe, first_line
 from jaxkd.interop import StateDictMismatch, torch_to_jax, unwrap_state_dict
 from jaxkd.models.dinov2 import DinoVisionTransformer
 
@@ -37,7 +37,7 @@ __all__ = ["TeacherError", "TeacherWeightsNotFound", "DinoV2Arch", "DINOV2_ARCHS
 DINOV2_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
 
 
-class TeacherError(ValueError):
+class TeacherError(JaxkdError, ValueError):
     """A teacher cannot be built: bad weight file, wrong architecture, bad argument."""
 
 
