@@ -359,3 +359,17 @@ def test_tf32_sets_the_default_matmul_precision(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert [ln for ln in r.stdout.splitlines() if ln.startswith("PRECISION")] == [
         "PRECISION None", "PRECISION tensorfloat32", "PRECISION float32"]
+
+
+def test_a_new_mode_is_one_module_and_one_registry_entry(reference, tmp_path, monkeypatch):
+    """tests/_toy_task.py (a Task subclass the trainer has never heard of) trains once it has an entry in
+    jaxkd.tasks.TASKS: its loss term and metrics reach metrics.jsonl, its eval_metrics the validation rows."""
+    from jaxkd import tasks
+
+    monkeypatch.setattr(tasks, "TASKS", {"toy": "_toy_task:ToyTask", **tasks.TASKS})  # tried first
+    summary, train, val = _train(tmp_path, "--config.experiment_name=toy-task")
+    assert len(train) == 6 and _finite(train)
+    assert all(0.0 <= r["toy_entropy"] <= math.log(10) + 1e-5 for r in train)
+    assert val and all(0.0 <= r["toy_correct"] <= 1.0 for r in val)  # (sums become means over the split)
+    # negative control: the same trainer without the entry (the reference run) logs none of it
+    assert not any("toy_entropy" in r for r in reference[2]) and not any("toy_correct" in r for r in reference[3])
