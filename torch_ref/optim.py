@@ -1,4 +1,4 @@
-"""Twin of jaxkd.optim (and of the jaxkd training step): the original project's training loop in plain PyTorch.
+"""Twin of jaxkd.train.optim (and of the jaxkd training step): the original project's training loop in plain PyTorch.
 
 torch.optim.AdamW / Adam / SGD(nesterov) with LambdaLR stepped per epoch, clip_grad_norm_, F.cross_entropy with
 label smoothing, gradient accumulation by `loss / k` and an optimiser step every k micro-batches, and SWA through
