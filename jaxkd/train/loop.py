@@ -1,8 +1,8 @@
 """`python -m jaxkd.train --config configs/<preset>.py[:arg] --workdir DIR [--config.x.y=value ...]`
 
 The one trainer of every mode: supervised CNN or ViT, CNN -> DeiT distillation and token distillation differ only
-in the task (jaxkd.tasks: a Task and the Teacher it carries); this file names no mode. Sections: distributed, mesh, input, model,
-update, shard, checkpoint, evals, loop, report.
+in the task (jaxkd.tasks: a Task and the Teacher it carries); this file names no mode. Sections: distributed, mesh,
+input, model, update, shard, checkpoint, evals, loop, report.
 
 Writes to the workdir: config.json (resolved), metrics.jsonl (train: loss, accuracy, lr, grad_norm, images/s per
 log interval; val: per epoch), checkpoints/, and at the end model/ (inference weights), test_report.txt,
