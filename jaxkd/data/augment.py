@@ -21,12 +21,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxkd.config import schema as _schema
 from jaxkd.config.schema import PEER_PIPELINES, apply_peer_pipeline  # noqa: F401  (re-export)
 from jaxkd.data import autoaugment as aa
 from jaxkd.data import image_ops as ops
 from jaxkd.data.augment_mix import cutout_box, cutout_centre, make_mix, mix_batch  # noqa: F401  (re-export)
 
 Array = jax.Array
+_IMAGE_OPS = _schema._IMAGE_OPS  # the per-image ops apply_peer_pipeline switches (tests read them here)
 
 __all__ = [
     "make_train_transform", "make_eval_transform", "make_mix", "mix_batch", "PEER_PIPELINES", "apply_peer_pipeline",
