@@ -25,7 +25,7 @@ from jaxkd.config import schema as _schema
 from jaxkd.config.schema import PEER_PIPELINES, apply_peer_pipeline  # noqa: F401  (re-export)
 from jaxkd.data import autoaugment as aa
 from jaxkd.data import image_ops as ops
-from jaxkd.data.augment_mix import cutout_box, cutout_centre, make_mix, mix_batch  # noqa: F401  (re-export)
+from jaxkd.data.augment_mix import cutout_box, make_mix, mix_batch  # noqa: F401  (re-export)
 
 Array = jax.Array
 _IMAGE_OPS = _schema._IMAGE_OPS  # the per-image ops apply_peer_pipeline switches (tests read them here)
@@ -34,13 +34,12 @@ __all__ = [
     "make_train_transform", "make_eval_transform", "make_mix", "mix_batch", "PEER_PIPELINES", "apply_peer_pipeline",
     "AugSpec", "parse_augmentation", "sample_params", "apply_augment", "apply_color_jitter",
     "crop_from_uniform", "flip_from_uniform", "rotation_from_uniform", "translate_from_uniform",
-    "color_jitter_from_uniform", "crop_params", "flip_params", "rotation_params", "translate_params",
-    "color_jitter_params", "random_crop", "random_flip", "random_rotation", "random_translate", "random_cutout",
+    "color_jitter_from_uniform",
 ]
 
 # ----------------------------------------------------------------------------------------------- draws
 # Parameter draws as torchvision makes them, per sample. Each is a pure function of uniforms u ~ U[0, 1) (so a
-# whole sample needs a single jax.random.uniform call: one threefry to compile) with a key-taking wrapper.
+# whole sample needs a single jax.random.uniform call: one threefry to compile).
 
 
 def crop_from_uniform(u: Array, padding: int) -> Array:
@@ -73,32 +72,6 @@ def color_jitter_from_uniform(u: Array, brightness: float, contrast: float, satu
     lo = jnp.array([max(0.0, 1 - brightness), max(0.0, 1 - contrast), max(0.0, 1 - saturation), -hue], jnp.float32)
     hi = jnp.array([1 + brightness, 1 + contrast, 1 + saturation, hue], jnp.float32)
     return {"order": jnp.argsort(u[:4]).astype(jnp.int32), "factors": lo + (hi - lo) * u[4:8]}
-
-
-def crop_params(key: Array, padding: int) -> Array:
-    """RandomCrop offsets int32[2] = (top, left) drawn from ``key`` (see :func:`crop_from_uniform`)."""
-    return crop_from_uniform(jax.random.uniform(key, (2,)), padding)
-
-
-def flip_params(key: Array, p: float = 0.5) -> Array:
-    """RandomHorizontalFlip decision (bool scalar) drawn from ``key``."""
-    return flip_from_uniform(jax.random.uniform(key, (1,)), p)
-
-
-def rotation_params(key: Array, degrees: float) -> Array:
-    """RandomRotation angle (float32 scalar, degrees) drawn from ``key``."""
-    return rotation_from_uniform(jax.random.uniform(key, (1,)), degrees)
-
-
-def translate_params(key: Array, translate: float, height: int, width: int) -> Array:
-    """RandomAffine translation int32[2] = (tx, ty) drawn from ``key``."""
-    return translate_from_uniform(jax.random.uniform(key, (2,)), translate, height, width)
-
-
-def color_jitter_params(key: Array, brightness: float, contrast: float, saturation: float,
-                        hue: float) -> dict[str, Array]:
-    """ColorJitter draws (``order`` int32[4], ``factors`` float32[4]) from ``key``."""
-    return color_jitter_from_uniform(jax.random.uniform(key, (8,)), brightness, contrast, saturation, hue)
 
 
 def _jitter_blend(img: Array, op: Array, factor: Array) -> Array:
@@ -139,40 +112,6 @@ def apply_color_jitter(img: Array, params: dict[str, Array], enabled: tuple[bool
     if any_blend:
         img = jax.lax.fori_loop(1, 4, lambda i, im: slot(im, i, i > pos_hue), img)
     return img
-
-
-# Random wrappers on ONE uint8-valued float32 image (H, W, C).
-
-
-def random_crop(key: Array, img: Array, padding: int) -> Array:
-    """RandomCrop(size=(H, W), padding=padding), zero fill."""
-    top, left = crop_params(key, padding)
-    return ops.pad_crop(img, top, left, padding)
-
-
-def random_flip(key: Array, img: Array, p: float = 0.5) -> Array:
-    """RandomHorizontalFlip(p)."""
-    return jnp.where(flip_params(key, p), ops.hflip(img), img)
-
-
-def random_rotation(key: Array, img: Array, degrees: float, interpolation: str = "nearest") -> Array:
-    """RandomRotation(degrees, interpolation), fill 0."""
-    return ops.rotate(img, rotation_params(key, degrees), interpolation)
-
-
-def random_translate(key: Array, img: Array, translate: float) -> Array:
-    """RandomAffine(degrees=0, translate=(translate, translate)), nearest, fill 0."""
-    tx, ty = translate_params(key, translate, img.shape[0], img.shape[1])
-    return ops.translate(img, tx, ty)
-
-
-def random_cutout(key: Array, x: Array, length: int) -> Array:
-    """Cutout (SPEC §5) on one normalised image (H, W, C): centre uniform, side ``length``, clipped, x * mask."""
-    h, w, _ = x.shape
-    u = jax.random.uniform(key, (2,))
-    centre = jnp.stack([aa.uniform_index(u[0], h), aa.uniform_index(u[1], w)])
-    y1, y2, x1, x2 = cutout_box(centre, h, w, length)
-    return ops.erase_box(x, y1, y2, x1, x2)
 
 
 # ----------------------------------------------------------------------------------------------- transforms

@@ -25,12 +25,6 @@ import numpy as np
 Array = jax.Array
 
 
-def cutout_centre(key: Array, height: int, width: int) -> Array:
-    """Cutout centre int32[2] = (cy, cx), uniform over the H x W pixel grid (np.random.randint(h), randint(w))."""
-    ky, kx = jax.random.split(key)
-    return jnp.stack([jax.random.randint(ky, (), 0, height), jax.random.randint(kx, (), 0, width)]).astype(jnp.int32)
-
-
 def cutout_box(centre: Array, height: int, width: int, length: int) -> Array:
     """Cutout box int32[4] = (y1, y2, x1, x2) = (clip(cy - L//2, 0, H), clip(cy + L//2, 0, H), same for x)."""
     half = int(length) // 2
