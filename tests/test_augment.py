@@ -18,6 +18,7 @@ import pytest
 import torch
 from scipy import stats
 
+from jaxkd.config import base_config, validate
 from jaxkd.data import augment as A
 from jaxkd.data import augment_mix as M
 from torch_ref import augment as ref
@@ -27,18 +28,27 @@ MNIST_MEAN, MNIST_STD = [0.1307], [0.3081]
 
 
 def aug_config(**enable) -> ml_collections.ConfigDict:
-    """config.data.augmentation with the documented defaults (everything off), ops in ``enable`` switched on."""
-    c = ml_collections.ConfigDict({
-        "random_rotation": {"enabled": False, "degrees": 10.0}, "random_affine": {"enabled": False, "translate": 0.1},
-        "randaugment": {"enabled": False, "num_ops": 2, "magnitude": 9}, "cutout": {"enabled": False, "length": 16},
-        "random_crop": {"enabled": False, "padding": 4}, "random_flip": {"enabled": False},
-        "color_jitter": {"enabled": False, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
-        "auto_augment": {"enabled": False, "policy": "cifar10"}, "mixup": {"enabled": False, "alpha": 1.0},
-        "cutmix": {"enabled": False, "alpha": 1.0}, "mix_mode": "sample", "mix_prob": 1.0, "switch_prob": 0.5,
-        "teacher_view": "student"})
+    """config.data.augmentation of base_config() (the documented defaults, everything off), ops in ``enable``
+    switched on."""
+    c = base_config().data.augmentation
     for name, on in enable.items():
         c[name]["enabled"] = on
     return c
+
+
+def _validated(aug: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``aug`` in a full base_config(), validated as every run's config is (ConfigError on a bad value)."""
+    cfg = base_config()
+    cfg.data.augmentation = aug
+    return validate(cfg).data.augmentation
+
+
+def aug_spec(aug: ml_collections.ConfigDict) -> A.AugmentSpec:
+    return A.AugmentSpec.from_config(_validated(aug))
+
+
+def mix_spec(aug: ml_collections.ConfigDict) -> A.MixSpec:
+    return A.MixSpec.from_config(_validated(aug))
 
 
 ALL_OPS = dict(random_crop=True, random_flip=True, random_rotation=True, random_affine=True, color_jitter=True,
@@ -66,12 +76,12 @@ def real(shared_data_dir) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def all_ops_transforms():
     """The jitted all-ops training transform for RGB and for grayscale (built once: compiling is the cost)."""
-    cfg = aug_config(**ALL_OPS)
-    return {3: A.make_train_transform(cfg, mean=CIFAR_MEAN, std=CIFAR_STD),
-            1: A.make_train_transform(cfg, mean=MNIST_MEAN, std=MNIST_STD)}
+    spec = aug_spec(aug_config(**ALL_OPS))
+    return {3: A.make_train_transform(spec, mean=CIFAR_MEAN, std=CIFAR_STD),
+            1: A.make_train_transform(spec, mean=MNIST_MEAN, std=MNIST_STD)}
 
 
-def _reference_pipeline(img: np.ndarray, p: dict, spec: A.AugSpec, mean, std) -> np.ndarray:
+def _reference_pipeline(img: np.ndarray, p: dict, spec: A.AugmentSpec, mean, std) -> np.ndarray:
     """torchvision (PIL) + peer Cutout on one uint8 image given the drawn parameters ``p`` (numpy)."""
     pil = ref.to_pil(img)
     if spec.crop is not None:
@@ -103,7 +113,7 @@ def test_train_transform_end_to_end_matches_torchvision(real, all_ops_transforms
     mean, std = (CIFAR_MEAN, CIFAR_STD) if c == 3 else (MNIST_MEAN, MNIST_STD)
     key = jax.random.key(11)
     got = np.asarray(all_ops_transforms[c](key, jnp.asarray(imgs)))
-    spec = A.parse_augmentation(aug_config(**ALL_OPS))
+    spec = aug_spec(aug_config(**ALL_OPS))
     h, w = imgs.shape[1:3]
     params = jax.tree.map(np.asarray, jax.vmap(lambda k: A.sample_params(spec, k, h, w))(
         jax.random.split(key, len(imgs))))
@@ -125,7 +135,7 @@ def test_transforms_jit_vmap_shapes_dtypes(all_ops_transforms, shape):
     want = np.stack([ref.to_tensor_normalize(im, mean, std).numpy().transpose(1, 2, 0) for im in np.asarray(x)])
     assert ev.dtype == jnp.float32
     np.testing.assert_array_equal(ev, want)
-    plain = A.make_train_transform(aug_config(), mean=mean, std=std)(jax.random.key(3), x)
+    plain = A.make_train_transform(aug_spec(aug_config()), mean=mean, std=std)(jax.random.key(3), x)
     np.testing.assert_array_equal(plain, want)  # nothing enabled: train transform == eval transform
 
 
@@ -141,7 +151,7 @@ def test_bad_inputs_raise_clear_errors(all_ops_transforms):
         cfg = aug_config(**{section: True})
         cfg[section][field] = value
         with pytest.raises(ValueError, match=f"data.augmentation.{section}"):
-            A.make_train_transform(cfg, mean=CIFAR_MEAN, std=CIFAR_STD)
+            A.make_train_transform(aug_spec(cfg), mean=CIFAR_MEAN, std=CIFAR_STD)
     with pytest.raises(ValueError, match="peer pipeline"):
         A.apply_peer_pipeline(aug_config(), "svhn")
 
@@ -170,7 +180,7 @@ def test_importing_augment_never_imports_torch():
 @pytest.fixture(scope="module")
 def draws() -> dict:
     """The per-sample draws of the all-ops pipeline for 4000 keys on 32x32 images (numpy)."""
-    spec = A.parse_augmentation(aug_config(**ALL_OPS))
+    spec = aug_spec(aug_config(**ALL_OPS))
     keys = jax.random.split(jax.random.key(2024), 4000)
     return jax.tree.map(np.asarray, jax.jit(jax.vmap(lambda k: A.sample_params(spec, k, 32, 32)))(keys))
 
@@ -271,10 +281,10 @@ def test_cutmix_box_formula_matches_rand_bbox():
 
 
 def test_make_mix_batch_mode_and_disabled():
-    assert A.make_mix(aug_config(), 10) is None
+    assert A.make_mix(mix_spec(aug_config()), 10) is None
     cfg = aug_config(mixup=True)
     cfg.mix_mode, cfg.mixup.alpha = "batch", 0.4
-    mix = A.make_mix(cfg, 16, partner="flip")
+    mix = A.make_mix(mix_spec(cfg), 16, partner="flip")
     x = np.random.default_rng(2).standard_normal((16, 8, 8, 3)).astype(np.float32)
     y = np.arange(16)
     out, targets = map(np.asarray, mix(jax.random.key(1), x, y))
@@ -285,4 +295,4 @@ def test_make_mix_batch_mode_and_disabled():
     np.testing.assert_array_equal(out, want)
     with pytest.raises(ValueError, match="mix_mode"):
         cfg.mix_mode = "pixel"
-        A.make_mix(cfg, 16)
+        A.make_mix(mix_spec(cfg), 16)

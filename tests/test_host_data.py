@@ -20,6 +20,7 @@ from jaxkd.config.schema import apply_peer_augmentation
 from jaxkd.data import DataError, DataPipeline, load_arrays
 from jaxkd.data.pipeline import HostImages, choose_placement
 from jaxkd.data.sources import save_npy_dir
+from jaxkd.data.spec import DataSpec
 from test_pipeline import host, random_dataset
 
 
@@ -37,8 +38,8 @@ def _cifar_cfg(placement: str) -> ConfigDict:
 
 
 def _pipe(placement: str, ds=None) -> DataPipeline:
-    return DataPipeline(ds or random_dataset(n_train=120, n_test=30, shape=(16, 16, 3)), _cifar_cfg(placement),
-                        seed=5)
+    return DataPipeline(ds or random_dataset(n_train=120, n_test=30, shape=(16, 16, 3)),
+                        DataSpec.from_config(_cifar_cfg(placement)), seed=5)
 
 
 def _batches(pipe: DataPipeline) -> list:
@@ -97,8 +98,9 @@ def test_npy_source_is_memory_mapped_and_auto_keeps_it_on_the_host(tmp_path):
     cfg = _cifar_cfg("auto")
     cfg.val_size = 10
     # CPU devices report no memory statistics: 'auto' keeps memory-mapped data on the host, in-memory data on device
-    assert DataPipeline(loaded, cfg).placement == ("host" if jax.devices()[0].memory_stats() is None else "device")
-    assert DataPipeline(ds, cfg).placement == "device"
+    spec = DataSpec.from_config(cfg)
+    assert DataPipeline(loaded, spec).placement == ("host" if jax.devices()[0].memory_stats() is None else "device")
+    assert DataPipeline(ds, spec).placement == "device"
     with pytest.raises(DataError, match=r"npy:.*x_test\.npy missing"):
         (tmp_path / "npy" / "x_test.npy").unlink()
         load_arrays(f"npy:{tmp_path / 'npy'}")

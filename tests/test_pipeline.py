@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
+from jaxkd.config import base_config
 from jaxkd.data import (DataError, DataPipeline, Dataset, epoch_permutation, load_arrays, normalization_stats,
                         process_local_rows, split_validation)
+from jaxkd.data.spec import DataSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,11 +67,21 @@ def random_dataset(n_train=300, n_test=50, shape=(8, 8, 3), classes=5, seed=0) -
                    rng.integers(0, classes, n_test).astype(np.int32), tuple("abcde"[:classes]), "random")
 
 
-def data_cfg(**kw) -> ConfigDict:
-    base = dict(dataset="custom", batch_size=32, eval_batch_size=16, val_size=20, max_examples=0,
-                normalization=dict(mean=[], std=[]), augmentation=dict(teacher_view="student"))
-    base.update(kw)
-    return ConfigDict(base)
+def _set(section: ConfigDict, values: dict) -> None:
+    for k, v in values.items():
+        if isinstance(v, dict):
+            _set(section[k], v)
+        else:
+            section[k] = v
+
+
+def data_cfg(**kw) -> DataSpec:
+    """The DataSpec of base_config()'s data section (no augmentation) with the tests' small sizes, then ``kw``
+    (nested dicts, e.g. ``augmentation=dict(teacher_view="clean")``, set only the fields they name)."""
+    data = base_config().data
+    _set(data, dict(dataset="custom", batch_size=32, eval_batch_size=16, val_size=20, max_examples=0))
+    _set(data, kw)
+    return DataSpec.from_config(data)
 
 
 def pipeline(ds=None, cfg=None, seed=3, mesh=None, mix=None, **kw) -> DataPipeline:

@@ -214,7 +214,8 @@ RULES: dict[str, Callable] = {
     A + "random_affine.translate": _rng(0, 1, hi_open=True),
     A + "randaugment.num_ops": _rng(0, 14),
     A + "randaugment.magnitude": _rng(0, 30),
-    A + "cutout.length": _rng(0),
+    A + "cutout.length": lambda v, c: _rng(0)(v, c) or (
+        "must be >= 1 when data.augmentation.cutout.enabled" if c.data.augmentation.cutout.enabled and v < 1 else None),
     A + "random_crop.padding": _rng(0),
     A + "color_jitter.brightness": _rng(0),
     A + "color_jitter.contrast": _rng(0),

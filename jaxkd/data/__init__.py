@@ -4,6 +4,7 @@ Typical use::
 
     from jaxkd.data import DataPipeline
     pipe = DataPipeline.from_config(config)            # loads config.data.source, splits off validation
+    # (or DataPipeline(dataset, DataSpec.from_config(config.data), seed=...) for data already in memory)
     for batch in pipe.train_batches(epoch):            # Batch(image, label, target, teacher_image, mask)
         ...
     for batch in pipe.eval_batches("val"):             # every example once; mask marks the padding
@@ -26,12 +27,13 @@ from jaxkd.data.pipeline import (
     split_validation,
 )
 from jaxkd.data.sources import LOCAL_ALTERNATIVES, DataError, Dataset, load_arrays, resize_images, validate
+from jaxkd.data.spec import AugmentSpec, DataSpec, MixSpec
 
 _AUGMENT_NAMES = ("make_train_transform", "make_eval_transform", "make_mix")
 
 __all__ = [
-    "Batch", "DataError", "DataPipeline", "Dataset", "FROM_CONFIG", "LOCAL_ALTERNATIVES", "SPEC_NORMALIZATION",
-    "cap_examples", "epoch_permutation", "load_arrays", "make_data_mesh", "normalization_stats",
+    "AugmentSpec", "Batch", "DataError", "DataPipeline", "DataSpec", "Dataset", "FROM_CONFIG", "LOCAL_ALTERNATIVES",
+    "MixSpec", "SPEC_NORMALIZATION", "cap_examples", "epoch_permutation", "load_arrays", "make_data_mesh", "normalization_stats",
     "process_local_rows", "resize_images", "split_validation", "validate", *_AUGMENT_NAMES,
 ]
 

@@ -16,29 +16,31 @@ one key per sample and vmaps both.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from jaxkd.config import schema as _schema
 from jaxkd.config.schema import PEER_PIPELINES, apply_peer_pipeline  # noqa: F401  (re-export)
 from jaxkd.data import autoaugment as aa
 from jaxkd.data import image_ops as ops
-from jaxkd.data.augment_mix import cutout_box, cutout_centre, make_mix, mix_batch  # noqa: F401  (re-export)
+from jaxkd.data.augment_mix import cutout_box, make_mix, mix_batch  # noqa: F401  (re-export)
+from jaxkd.data.spec import AugmentSpec, MixSpec  # noqa: F401  (re-export)
 
 Array = jax.Array
+_IMAGE_OPS = _schema._IMAGE_OPS  # the per-image ops apply_peer_pipeline switches (tests read them here)
 
 __all__ = [
     "make_train_transform", "make_eval_transform", "make_mix", "mix_batch", "PEER_PIPELINES", "apply_peer_pipeline",
-    "AugSpec", "parse_augmentation", "sample_params", "apply_augment", "apply_color_jitter",
+    "AugmentSpec", "MixSpec", "sample_params", "apply_augment", "apply_color_jitter",
     "crop_from_uniform", "flip_from_uniform", "rotation_from_uniform", "translate_from_uniform",
-    "color_jitter_from_uniform", "crop_params", "flip_params", "rotation_params", "translate_params",
-    "color_jitter_params", "random_crop", "random_flip", "random_rotation", "random_translate", "random_cutout",
+    "color_jitter_from_uniform",
 ]
 
 # ----------------------------------------------------------------------------------------------- draws
 # Parameter draws as torchvision makes them, per sample. Each is a pure function of uniforms u ~ U[0, 1) (so a
-# whole sample needs a single jax.random.uniform call: one threefry to compile) with a key-taking wrapper.
+# whole sample needs a single jax.random.uniform call: one threefry to compile).
 
 
 def crop_from_uniform(u: Array, padding: int) -> Array:
@@ -71,32 +73,6 @@ def color_jitter_from_uniform(u: Array, brightness: float, contrast: float, satu
     lo = jnp.array([max(0.0, 1 - brightness), max(0.0, 1 - contrast), max(0.0, 1 - saturation), -hue], jnp.float32)
     hi = jnp.array([1 + brightness, 1 + contrast, 1 + saturation, hue], jnp.float32)
     return {"order": jnp.argsort(u[:4]).astype(jnp.int32), "factors": lo + (hi - lo) * u[4:8]}
-
-
-def crop_params(key: Array, padding: int) -> Array:
-    """RandomCrop offsets int32[2] = (top, left) drawn from ``key`` (see :func:`crop_from_uniform`)."""
-    return crop_from_uniform(jax.random.uniform(key, (2,)), padding)
-
-
-def flip_params(key: Array, p: float = 0.5) -> Array:
-    """RandomHorizontalFlip decision (bool scalar) drawn from ``key``."""
-    return flip_from_uniform(jax.random.uniform(key, (1,)), p)
-
-
-def rotation_params(key: Array, degrees: float) -> Array:
-    """RandomRotation angle (float32 scalar, degrees) drawn from ``key``."""
-    return rotation_from_uniform(jax.random.uniform(key, (1,)), degrees)
-
-
-def translate_params(key: Array, translate: float, height: int, width: int) -> Array:
-    """RandomAffine translation int32[2] = (tx, ty) drawn from ``key``."""
-    return translate_from_uniform(jax.random.uniform(key, (2,)), translate, height, width)
-
-
-def color_jitter_params(key: Array, brightness: float, contrast: float, saturation: float,
-                        hue: float) -> dict[str, Array]:
-    """ColorJitter draws (``order`` int32[4], ``factors`` float32[4]) from ``key``."""
-    return color_jitter_from_uniform(jax.random.uniform(key, (8,)), brightness, contrast, saturation, hue)
 
 
 def _jitter_blend(img: Array, op: Array, factor: Array) -> Array:
@@ -139,116 +115,10 @@ def apply_color_jitter(img: Array, params: dict[str, Array], enabled: tuple[bool
     return img
 
 
-# Random wrappers on ONE uint8-valued float32 image (H, W, C).
-
-
-def random_crop(key: Array, img: Array, padding: int) -> Array:
-    """RandomCrop(size=(H, W), padding=padding), zero fill."""
-    top, left = crop_params(key, padding)
-    return ops.pad_crop(img, top, left, padding)
-
-
-def random_flip(key: Array, img: Array, p: float = 0.5) -> Array:
-    """RandomHorizontalFlip(p)."""
-    return jnp.where(flip_params(key, p), ops.hflip(img), img)
-
-
-def random_rotation(key: Array, img: Array, degrees: float, interpolation: str = "nearest") -> Array:
-    """RandomRotation(degrees, interpolation), fill 0."""
-    return ops.rotate(img, rotation_params(key, degrees), interpolation)
-
-
-def random_translate(key: Array, img: Array, translate: float) -> Array:
-    """RandomAffine(degrees=0, translate=(translate, translate)), nearest, fill 0."""
-    tx, ty = translate_params(key, translate, img.shape[0], img.shape[1])
-    return ops.translate(img, tx, ty)
-
-
-def random_cutout(key: Array, x: Array, length: int) -> Array:
-    """Cutout (SPEC §5) on one normalised image (H, W, C): centre uniform, side ``length``, clipped, x * mask."""
-    h, w, _ = x.shape
-    u = jax.random.uniform(key, (2,))
-    centre = jnp.stack([aa.uniform_index(u[0], h), aa.uniform_index(u[1], w)])
-    y1, y2, x1, x2 = cutout_box(centre, h, w, length)
-    return ops.erase_box(x, y1, y2, x1, x2)
-
-
 # ----------------------------------------------------------------------------------------------- transforms
 
 
-class AugSpec(NamedTuple):
-    """Static, validated settings of the per-sample pipeline (None / False = op disabled)."""
-
-    crop: int | None
-    flip: bool
-    rotation: float | None
-    translate: float | None
-    jitter: tuple[float, float, float, float] | None
-    policy: str | None
-    randaug: tuple[int, int] | None
-    cutout: int | None
-
-
-def _sec(cfg: Any, name: str) -> Any:
-    try:
-        return cfg[name]
-    except (KeyError, TypeError):
-        return {}
-
-
-def _field(section: Any, name: str, default: Any) -> Any:
-    try:
-        return section[name]
-    except (KeyError, TypeError):
-        return default
-
-
-def _on(cfg: Any, name: str) -> bool:
-    return bool(_field(_sec(cfg, name), "enabled", False))
-
-
-def parse_augmentation(cfg: Any) -> AugSpec:
-    """Validate ``config.data.augmentation`` (ConfigDict or nested dict) into an :class:`AugSpec`."""
-    def bad(msg: str) -> ValueError:
-        return ValueError(f"data.augmentation.{msg}")
-
-    crop = rotation = translate = jitter = policy = randaug = cutout = None
-    if _on(cfg, "random_crop"):
-        crop = int(_field(_sec(cfg, "random_crop"), "padding", 4))
-        if crop < 0:
-            raise bad(f"random_crop.padding must be >= 0, got {crop}")
-    if _on(cfg, "random_rotation"):
-        rotation = float(_field(_sec(cfg, "random_rotation"), "degrees", 10.0))
-        if rotation < 0:
-            raise bad(f"random_rotation.degrees must be >= 0, got {rotation}")
-    if _on(cfg, "random_affine"):
-        translate = float(_field(_sec(cfg, "random_affine"), "translate", 0.1))
-        if not 0.0 <= translate <= 1.0:
-            raise bad(f"random_affine.translate must be in [0, 1], got {translate}")
-    if _on(cfg, "color_jitter"):
-        sec = _sec(cfg, "color_jitter")
-        jitter = tuple(float(_field(sec, k, d)) for k, d in
-                       (("brightness", 0.2), ("contrast", 0.2), ("saturation", 0.2), ("hue", 0.1)))
-        if min(jitter) < 0 or jitter[3] > 0.5:
-            raise bad(f"color_jitter values must be >= 0 and hue <= 0.5, got {jitter}")
-    if _on(cfg, "auto_augment"):
-        policy = str(_field(_sec(cfg, "auto_augment"), "policy", "cifar10")).lower()
-        if policy not in aa.POLICIES:
-            raise bad(f"auto_augment.policy must be one of {sorted(aa.POLICIES)}, got {policy!r}")
-    if _on(cfg, "randaugment"):
-        sec = _sec(cfg, "randaugment")
-        randaug = (int(_field(sec, "num_ops", 2)), int(_field(sec, "magnitude", 9)))
-        if randaug[0] < 0 or not 0 <= randaug[1] < aa.RANDAUGMENT_BINS:
-            raise bad(f"randaugment needs num_ops >= 0 and magnitude in [0, {aa.RANDAUGMENT_BINS - 1}], "
-                      f"got num_ops={randaug[0]}, magnitude={randaug[1]}")
-    if _on(cfg, "cutout"):
-        cutout = int(_field(_sec(cfg, "cutout"), "length", 16))
-        if cutout <= 0:
-            raise bad(f"cutout.length must be > 0, got {cutout}")
-    return AugSpec(crop, _on(cfg, "random_flip"), rotation, translate, jitter, policy, randaug, cutout)
-
-
-def sample_params(spec: AugSpec, key: Array, height: int, width: int) -> dict[str, Any]:
+def sample_params(spec: AugmentSpec, key: Array, height: int, width: int) -> dict[str, Any]:
     """All random draws of one sample's pipeline (only for enabled ops), from one ``jax.random.uniform`` call:
     crop (top, left), flip, angle, translate (tx, ty), jitter, autoaug, randaug, cutout (cy, cx). vmap over keys."""
     sizes = {"crop": 2 if spec.crop is not None else 0, "flip": int(spec.flip),
@@ -281,7 +151,7 @@ def sample_params(spec: AugSpec, key: Array, height: int, width: int) -> dict[st
     return p
 
 
-def apply_augment(spec: AugSpec, params: dict[str, Any], img: Array) -> Array:
+def apply_augment(spec: AugmentSpec, params: dict[str, Any], img: Array) -> Array:
     """The uint8-domain part of the pipeline (everything before Normalize) on one uint8-valued float32 image.
     AutoAugment's and RandAugment's op stages run in one loop (one compiled op bank)."""
     if spec.crop is not None:
@@ -322,13 +192,12 @@ def _check_norm(mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return mean, std
 
 
-def make_train_transform(aug_cfg: Any, *, mean, std):
-    """Build the jitted training transform from ``config.data.augmentation``.
+def make_train_transform(spec: AugmentSpec, *, mean, std):
+    """Build the jitted training transform of ``spec`` (``AugmentSpec.from_config(config.data.augmentation)``).
 
     Returns ``f(key, images uint8 (B, H, W, C)) -> float32 (B, H, W, C)``: per sample (one key each, split from
     ``key``) the enabled uint8 ops, then (x / 255 - mean) / std (mean/std of length 1 or C), then Cutout.
     """
-    spec = parse_augmentation(aug_cfg)
     mean, std = _check_norm(mean, std)
 
     def one(key: Array, img: Array) -> Array:

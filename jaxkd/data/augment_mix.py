@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import functools
 from fractions import Fraction
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxkd.data.spec import MixSpec
+
 Array = jax.Array
-
-
-def cutout_centre(key: Array, height: int, width: int) -> Array:
-    """Cutout centre int32[2] = (cy, cx), uniform over the H x W pixel grid (np.random.randint(h), randint(w))."""
-    ky, kx = jax.random.split(key)
-    return jnp.stack([jax.random.randint(ky, (), 0, height), jax.random.randint(kx, (), 0, width)]).astype(jnp.int32)
 
 
 def cutout_box(centre: Array, height: int, width: int, length: int) -> Array:
@@ -148,41 +143,19 @@ def mix_batch(key: Array, x: Array, labels: Array, *, num_classes: int, mixup_al
     return x_out, targets, info
 
 
-def _get(section: Any, name: str, default: Any = None) -> Any:
-    try:
-        return section[name]
-    except (KeyError, AttributeError, TypeError):
-        return default
-
-
-def make_mix(aug_cfg: Any, num_classes: int, *, partner: str = "permute"):
-    """From ``config.data.augmentation``: None when mixup and cutmix are both disabled, else a jitted
+def make_mix(spec: MixSpec, num_classes: int, *, partner: str = "permute"):
+    """None when ``spec`` (``MixSpec.from_config(config.data.augmentation)``) mixes nothing, else a jitted
     ``f(key, x float (B, H, W, C), labels int (B,)) -> (x_mixed, soft_targets float32 (B, num_classes))``."""
-    mixup, cutmix = _get(aug_cfg, "mixup", {}), _get(aug_cfg, "cutmix", {})
-    mix_on, cut_on = bool(_get(mixup, "enabled", False)), bool(_get(cutmix, "enabled", False))
-    if not (mix_on or cut_on):
+    if not spec.enabled:
         return None
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    alphas = {}
-    for name, on, sec in (("mixup", mix_on, mixup), ("cutmix", cut_on, cutmix)):
-        a = float(_get(sec, "alpha", 1.0))
-        if on and not a > 0:
-            raise ValueError(f"augmentation.{name}.alpha must be > 0, got {a}")
-        alphas[name] = a if on else None
-    mode = str(_get(aug_cfg, "mix_mode", "sample"))
-    mix_prob, switch_prob = float(_get(aug_cfg, "mix_prob", 1.0)), float(_get(aug_cfg, "switch_prob", 0.5))
-    for name, p in (("mix_prob", mix_prob), ("switch_prob", switch_prob)):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"augmentation.{name} must be in [0, 1], got {p}")
-    if mode not in ("sample", "batch"):
-        raise ValueError(f"augmentation.mix_mode must be 'sample' or 'batch', got {mode!r}")
 
     @jax.jit
     def mix(key: Array, x: Array, labels: Array) -> tuple[Array, Array]:
-        out, targets, _ = mix_batch(key, x, labels, num_classes=int(num_classes), mixup_alpha=alphas["mixup"],
-                                    cutmix_alpha=alphas["cutmix"], mode=mode, mix_prob=mix_prob,
-                                    switch_prob=switch_prob, partner=partner)
+        out, targets, _ = mix_batch(key, x, labels, num_classes=int(num_classes), mixup_alpha=spec.mixup_alpha,
+                                    cutmix_alpha=spec.cutmix_alpha, mode=spec.mode, mix_prob=spec.mix_prob,
+                                    switch_prob=spec.switch_prob, partner=partner)
         return out, targets
 
     return mix

@@ -285,11 +285,6 @@ def apply_randaugment(img: Array, params: dict[str, Array], magnitude: int,
     return apply_stages(img, randaugment_stages(params, int(magnitude)), (num_bins,))
 
 
-def random_randaugment(key: Array, img: Array, num_ops: int = 2, magnitude: int = 9) -> Array:
-    """RandAugment with fresh draws from ``key``. (H, W, C) -> (H, W, C)."""
-    return apply_randaugment(img, randaugment_params(key, num_ops), magnitude)
-
-
 # ----------------------------------------------------------------------------------------------- AutoAugment
 
 
@@ -330,8 +325,3 @@ def apply_autoaugment(img: Array, params: dict[str, Array], policy: str = "cifar
     """torchvision ``AutoAugment(policy)`` given its draws: sub-policy ``policy_id``; its i-th op is applied when
     ``probs[i] <= p_i``, at its magnitude bin of 10. (H, W, C) -> (H, W, C)."""
     return apply_stages(img, autoaugment_stages(params, policy), (AUTOAUGMENT_BINS,))
-
-
-def random_autoaugment(key: Array, img: Array, policy: str = "cifar10") -> Array:
-    """AutoAugment with fresh draws from ``key``. (H, W, C) -> (H, W, C)."""
-    return apply_autoaugment(img, autoaugment_params(key, policy), policy)

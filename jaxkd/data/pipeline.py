@@ -36,6 +36,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from jaxkd.data.sources import DataError, Dataset, load_arrays
+from jaxkd.data.spec import DataSpec
 
 __all__ = ["Batch", "DataPipeline", "FROM_CONFIG", "SPEC_NORMALIZATION", "make_data_mesh", "split_validation", "cap_examples",
            "normalization_stats", "epoch_permutation", "process_local_rows", "PLACEMENTS", "HostImages",
@@ -213,14 +214,7 @@ def choose_placement(requested: str, nbytes: int, devices: Sequence[jax.Device],
     return "host" if nbytes > min(free) // 4 else "device"
 
 
-FROM_CONFIG = object()  # sentinel: build the transform from the config
-
-
-def _get(cfg, name: str, default: Any = None) -> Any:
-    try:
-        return cfg[name]
-    except (KeyError, AttributeError, TypeError):
-        return default
+FROM_CONFIG = object()  # sentinel: build the transform from the spec
 
 
 class DataPipeline:
@@ -228,22 +222,22 @@ class DataPipeline:
 
     Args:
       dataset: the loaded :class:`Dataset` (train and test splits).
-      data_cfg: the config's ``data`` section (dataset, batch_size, eval_batch_size, val_size, max_examples,
-        normalization, augmentation).
+      spec: the :class:`~jaxkd.data.spec.DataSpec` of the validated config's ``data`` section
+        (``DataSpec.from_config(config.data)``).
       seed: the run's seed (validation split, permutations, augmentation keys).
       mesh: device mesh; default :func:`make_data_mesh` over all devices.
       data_axis: the mesh axis the batch is sharded over.
       num_classes: width K of the targets (the model's classes); default and minimum: the dataset's classes.
       train_transform / eval_transform / mix: override the ``jaxkd.data.augment`` functions built from the
-        config (signatures as ``make_train_transform`` / ``make_eval_transform`` / ``make_mix`` return);
-        ``mix=None`` turns mixing off, the default :data:`FROM_CONFIG` builds it from the config.
+        spec (signatures as ``make_train_transform`` / ``make_eval_transform`` / ``make_mix`` return);
+        ``mix=None`` turns mixing off, the default :data:`FROM_CONFIG` builds it from ``spec.mix``.
     """
 
-    def __init__(self, dataset: Dataset, data_cfg, *, seed: int = 42, mesh: Mesh | None = None,
+    def __init__(self, dataset: Dataset, spec: DataSpec, *, seed: int = 42, mesh: Mesh | None = None,
                  data_axis: str = "data", train_transform: Callable | None = None,
                  eval_transform: Callable | None = None, mix: Callable | None | object = FROM_CONFIG,
                  num_classes: int = 0):
-        self.dataset = dataset
+        self.dataset, self.spec = dataset, spec
         if num_classes and num_classes < dataset.num_classes:
             raise DataError(f"the model has {num_classes} classes but the data has {dataset.num_classes}: set "
                             f"--config.model.num_classes={dataset.num_classes}")
@@ -254,38 +248,30 @@ class DataPipeline:
         if data_axis not in self.mesh.axis_names:
             raise DataError(f"the mesh has axes {self.mesh.axis_names}; the batch needs an axis named '{data_axis}'")
         self.num_shards = int(self.mesh.shape[data_axis])
-        self.batch_size = int(_get(data_cfg, "batch_size", 64))
-        self.eval_batch_size = int(_get(data_cfg, "eval_batch_size", 0) or self.batch_size)
+        self.batch_size, self.eval_batch_size = spec.batch_size, spec.eval_batch_size
         for field, b in (("batch_size", self.batch_size), ("eval_batch_size", self.eval_batch_size)):
             if b < 1 or b % self.num_shards:
                 raise DataError(f"data.{field} = {b} must be a positive multiple of the {self.num_shards} devices "
                                 f"on the mesh axis '{data_axis}'")
-        max_examples = int(_get(data_cfg, "max_examples", 0) or 0)
+        max_examples = spec.max_examples
         # the rows of each split (the same functions on row numbers instead of images: nothing is copied yet)
         r_tr, _, r_val, _ = split_validation(*(np.arange(len(dataset.y_train)),) * 2,
-                                             int(_get(data_cfg, "val_size", 0) or 0), self.seed)
+                                             spec.val_size, self.seed)
         rows = {"train": (dataset.x_train, dataset.y_train, cap_examples(r_tr, r_tr, max_examples, self.seed, 0)[0]),
                 "val": (dataset.x_train, dataset.y_train, cap_examples(r_val, r_val, max_examples, self.seed, 1)[0]),
                 "test": (dataset.x_test, dataset.y_test,
                          cap_examples(*(np.arange(len(dataset.y_test)),) * 2, max_examples, self.seed, 2)[0])}
         nbytes = sum(len(r) * int(np.prod(x.shape[1:])) for x, _, r in rows.values())
         mapped = _memory_mapped(dataset.x_train) or _memory_mapped(dataset.x_test)
-        self.placement = choose_placement(str(_get(data_cfg, "placement", "auto") or "auto"), nbytes,
-                                          list(self.mesh.local_devices), mapped)
+        self.placement = choose_placement(spec.placement, nbytes, list(self.mesh.local_devices), mapped)
         host = self.placement == "host"
         self.splits = {k: (HostImages(x, r) if host else x[r], y[r]) for k, (x, y, r) in rows.items()}
         x_tr = self.splits["train"][0]
         if len(x_tr) < self.batch_size:
             raise DataError(f"data.batch_size = {self.batch_size} is larger than the {len(x_tr)} training examples "
                             f"(after the validation split); lower --config.data.batch_size")
-        norm = _get(data_cfg, "normalization", {}) or {}
-        self.mean, self.std = normalization_stats(str(_get(data_cfg, "dataset", "custom")), x_tr,
-                                                  list(_get(norm, "mean", []) or []), list(_get(norm, "std", []) or []))
-        aug = _get(data_cfg, "augmentation", None)
-        self.teacher_view = str(_get(aug, "teacher_view", "student") or "student")
-        if self.teacher_view not in ("student", "clean"):
-            raise DataError(f"data.augmentation.teacher_view = {self.teacher_view!r}: choose 'student' or 'clean'")
-        self._aug_cfg = aug
+        self.mean, self.std = normalization_stats(spec.dataset, x_tr, spec.mean, spec.std)
+        self.teacher_view = spec.teacher_view
         self.train_transform, self.eval_transform, self.mix = train_transform, eval_transform, mix
         self._replicated = NamedSharding(self.mesh, P())
         self._sharded = NamedSharding(self.mesh, P(data_axis))
@@ -301,13 +287,13 @@ class DataPipeline:
     @classmethod
     def from_config(cls, config, *, mesh: Mesh | None = None, dataset: Dataset | None = None,
                     **kwargs) -> "DataPipeline":
-        """Loads ``config.data.source`` (unless ``dataset`` is given) and builds the pipeline with ``config.seed``."""
+        """From a validated ``config``: loads ``config.data.source`` (unless ``dataset`` is given) and builds the
+        pipeline of ``DataSpec.from_config(config.data)`` with ``config.seed`` and ``config.model.num_classes``."""
         d = config.data
         if dataset is None:
-            dataset = load_arrays(d.source, data_dir=_get(d, "data_dir", "") or "",
-                                  image_size=int(_get(d, "image_size", 0) or 0))
-        kwargs.setdefault("num_classes", int(_get(_get(config, "model", {}), "num_classes", 0) or 0))
-        return cls(dataset, d, seed=int(_get(config, "seed", 42)), mesh=mesh, **kwargs)
+            dataset = load_arrays(d.source, data_dir=d.data_dir, image_size=int(d.image_size))
+        kwargs.setdefault("num_classes", int(config.model.num_classes))
+        return cls(dataset, DataSpec.from_config(d), seed=int(config.seed), mesh=mesh, **kwargs)
 
     # -- sizes --------------------------------------------------------------------------------------------------
     @property
@@ -378,16 +364,16 @@ class DataPipeline:
 
     # -- jitted per-step functions ------------------------------------------------------------------------------
     def _ensure_transforms(self) -> None:
-        """Builds the transforms not given to the constructor from the config (first use only)."""
+        """Builds the transforms not given to the constructor from the spec (first use only)."""
         if self.train_transform is None or self.eval_transform is None or self.mix is FROM_CONFIG:
             from jaxkd.data import augment
 
             if self.train_transform is None:
-                self.train_transform = augment.make_train_transform(self._aug_cfg, mean=self.mean, std=self.std)
+                self.train_transform = augment.make_train_transform(self.spec.augment, mean=self.mean, std=self.std)
             if self.eval_transform is None:
                 self.eval_transform = augment.make_eval_transform(mean=self.mean, std=self.std)
             if self.mix is FROM_CONFIG:
-                self.mix = augment.make_mix(self._aug_cfg, self.num_classes)
+                self.mix = augment.make_mix(self.spec.mix, self.num_classes)
 
     def _jit(self, fn: Callable) -> Callable:
         """``jax.jit(fn)`` called under the mesh. On a mesh with Explicit axes ``fn`` runs with automatic sharding
