@@ -177,3 +177,31 @@ def test_gpu_report_smoke(tmp_path):
     assert res["figures"]["train"]["test_accuracy"] is not None
     for part in ("parity", "models", "train"):
         assert res["parts"][part]["rc"] == 0, (part, res["parts"][part])
+
+
+def test_before_variants_change_one_model_instance_not_the_production_classes():
+    """``--before`` re-classes the modules of the benchmark's own model; the production classes stay as they are and
+    the earlier implementations compute the same function."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from jaxkd import config as config_lib, models
+    from jaxkd.bench._jax_side import BEFORE, apply_before
+    from jaxkd.models import attention, cnn, layers, vit
+
+    originals = {c: c.__call__ for c in (layers.MaxPool2d, layers.Activation, cnn.ResidualBlock, vit.PatchEmbed,
+                                         attention.Linear)}
+    relu = cnn.relu
+    for preset, over, shape in (("mnist_cnn", [], (2, 28, 28, 1)),
+                                ("deit_cifar", ["--config.vit.depth=1"], (2, 32, 32, 3))):
+        cfg = config_lib.load(preset, over)
+        plain, before = (models.build(cfg, nnx.Rngs(0)) for _ in range(2))
+        plain.eval()
+        before.eval()
+        assert apply_before(before, BEFORE) > 0
+        assert apply_before(plain, ()) == 0
+        x = jax.random.normal(jax.random.key(1), shape)
+        np.testing.assert_allclose(np.asarray(before(x)), np.asarray(plain(x)), rtol=1e-4, atol=1e-5)
+        assert all(type(n).__module__ != "jaxkd.bench._jax_side" for _, n in nnx.iter_graph(plain))
+    assert {c: c.__call__ for c in originals} == originals and cnn.relu is relu

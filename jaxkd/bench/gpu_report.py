@@ -423,7 +423,7 @@ def _summary(results, figures) -> list[str]:
 
 def _section_parity(r, p) -> list[str]:
     p = p or {}
-    L = [f"| passed | failed | errors | skipped | complete |", "| ---: | ---: | ---: | ---: | --- |",
+    L = ["| passed | failed | errors | skipped | complete |", "| ---: | ---: | ---: | ---: | --- |",
          f"| {p.get('passed', 0)} | {p.get('failed', 0)} | {p.get('errors', 0)} | {p.get('skipped', 0)} | "
          f"{'yes' if p.get('complete') else 'no (time limit)'} |"]
     if p.get("failures"):

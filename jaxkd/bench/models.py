@@ -180,6 +180,10 @@ def _check_args(args) -> None:
     _host_device_settings(args.host_devices)
 
 
+def _before(args) -> tuple[str, ...]:
+    return tuple(x for x in args.before.split(",") if x)
+
+
 def _xla_flags(n_devices: int, extra: str) -> str:
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     if n_devices > 1:
@@ -308,7 +312,7 @@ def _time_model(name: str, args, sizes, precision: str, modes: list[str], prep: 
         jcase = future.result()
         concurrent.futures.wait(list(all_futures))
     else:
-        jcase = js.make_case(prep, scan=args.scan, donate=not args.no_donate)
+        jcase = js.make_case(prep, scan=args.scan, donate=not args.no_donate, before=_before(args))
     if warmup:
         jcase.steps(warmup)
     setup_s = time.perf_counter() - t0
@@ -398,7 +402,6 @@ def _run_here(args, n_host_devices: int) -> dict:
     precision = args.precision or ("bfloat16" if args.device == "gpu" else "float32")
     if args.matmul_precision:
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)
-    js.apply_before([x for x in args.before.split(",") if x])
     if args.torch_omp_wait != "inherit" and "torch" not in sys.modules:
         os.environ["OMP_WAIT_POLICY"] = args.torch_omp_wait.upper()  # read when torch's OpenMP starts
     cores = _cores()
@@ -444,7 +447,8 @@ def _run_here(args, n_host_devices: int) -> dict:
     if background and not args.no_torch and not args.torch_skipped:
         # every model's XLA compilation in the background (XLA releases the GIL), alongside torch's compilations
         pool = ThreadPoolExecutor(min(4, len(names)))
-        futures = {name: pool.submit(js.make_case, preps[name], scan=args.scan, donate=not args.no_donate)
+        futures = {name: pool.submit(js.make_case, preps[name], scan=args.scan, donate=not args.no_donate,
+                                  before=_before(args))
                    for name in names}
         meta["jaxkd_compile"] = "all models in background threads, alongside torch's compilation"
     for i, name in enumerate(names):

@@ -130,7 +130,7 @@ def format_profile(r: dict, top: int) -> str:
                      f"{k['ops']:>6}")
     lines.append(f"  {'untraced (library kernels, gaps)':<40} {r['untraced_ms_per_step']:>9.2f} "
                  f"{r['untraced_ms_per_step'] / step:>7.1%}")
-    lines.append(f"  top operations: " + ", ".join(f"{o['op']} {o['ms_per_step']:.1f} ms" for o in r["ops"][:5]))
+    lines.append("  top operations: " + ", ".join(f"{o['op']} {o['ms_per_step']:.1f} ms" for o in r["ops"][:5]))
     return "\n".join(lines)
 
 

@@ -234,7 +234,7 @@ def run(args) -> dict:
     print(format_table(rows))
     deit = [r for r in rows if r["model"].startswith("deit")]
     if info["backend"] == "cpu" and deit:
-        print(f"input pipeline share of a DeiT step on CPU: "
+        print("input pipeline share of a DeiT step on CPU: "
               + ", ".join(f"{r['preset']} {100 * r['pipeline_share']:.1f} % (by CPU time "
                          f"{100 * r['pipeline_share_cpu']:.1f} %)" for r in deit) + " (goal < 5 %)")
     return {"device": info, "setting": setting, "data": "synthetic uniform uint8 of each preset's image shape",
