@@ -115,6 +115,13 @@ class Linear(nnx.Linear):
         return dense(inputs, kernel, bias, self.precision)
 
 
+def layer_norm(dim: int, eps: float, dtype: Any, param_dtype: Any, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """The transformers' LayerNorm: statistics in float32 (two-pass variance, as torch), output float32 (float64
+    for float64 models)."""
+    return nnx.LayerNorm(dim, epsilon=eps, dtype=jnp.promote_types(dtype, jnp.float32), param_dtype=param_dtype,
+                         use_fast_variance=False, rngs=rngs)
+
+
 def vit_linear(in_features: int, out_features: int, *, use_bias: bool = True, dtype: Any = jnp.float32,
                param_dtype: Any = jnp.float32, rngs: nnx.Rngs) -> nnx.Linear:
     """:class:`Linear` (an ``nnx.Linear``) with the peer ViT init: kernel trunc-normal std 0.02, bias 0. Kernel (in, out)."""
