@@ -205,3 +205,41 @@ def test_before_variants_change_one_model_instance_not_the_production_classes():
         np.testing.assert_allclose(np.asarray(before(x)), np.asarray(plain(x)), rtol=1e-4, atol=1e-5)
         assert all(type(n).__module__ != "jaxkd.bench._jax_side" for _, n in nnx.iter_graph(plain))
     assert {c: c.__call__ for c in originals} == originals and cnn.relu is relu
+
+
+def test_report_renders_bench_md_from_json(tmp_path):
+    """BENCH.md is rendered from the benchmarks' --json files (and bench_results/quoted.json), not kept in docstrings."""
+    import argparse
+
+    from jaxkd.bench import report
+
+    meta = {"device": "cpu", "device_kind": "cpu", "cores": 2, "host_devices": 1, "precision": "float32",
+            "torch_modes": ["eager"], "torch_optim": "foreach", "xla_flags": ""}
+    row = {"model": "MNIST CNN", "batch": 16, "jaxkd_step_ms": 12.5, "time_ratio": 1.1, "torch_best": "eager",
+           "torch_variants": {"eager": {"step_ms": 11.4}}}
+    (tmp_path / "models_cpu.json").write_text(json.dumps({"meta": meta, "models": {"mnist_cnn": row}}))
+    (tmp_path / "trainer.json").write_text(json.dumps({"setting": "quick", "presets": [
+        {"preset": "cifar_cnn", "ratio": 0.93, "rounds": [1, 2]}]}))
+    out = tmp_path / "BENCH.md"
+    report.run(argparse.Namespace(inputs=[str(tmp_path / "models_cpu.json"), str(tmp_path / "trainer.json")],
+                                  out=str(out)))
+    text = out.read_text()
+    assert "## models_cpu" in text and "MNIST CNN" in text and "12.5" in text and "1.10" in text
+    assert "## trainer" in text and "| preset | ratio |" in text and "| cifar_cnn | 0.93 |" in text
+    assert "## Earlier figures" in text  # bench_results/quoted.json
+
+
+def test_no_benchmark_figures_in_docstrings():
+    """Figures and commit hashes go stale in docstrings: they belong in BENCH.md (python -m jaxkd.bench report)."""
+    import re
+
+    pattern = re.compile(r"\b\d+(\.\d+)? ?-> ?\d+(\.\d+)?\b|\b\d+(\.\d+)? ?(ms|img/s|images/s)\b|"
+                         r"\bbefore [0-9a-f]{7,40}\b|\b\d+ ?% (of the|faster|slower)")
+    bad = []
+    for path in sorted((ROOT / "jaxkd").rglob("*.py")):
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            text = line.strip()
+            if (text.startswith(("#", '"""')) or not re.match(r"^[\w(\[{]", text) or "``" in text) \
+                    and pattern.search(text) and "{" not in text:
+                bad.append(f"{path.relative_to(ROOT)}:{i}: {text}")
+    assert not bad, "\n".join(bad)

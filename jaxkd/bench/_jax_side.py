@@ -231,8 +231,8 @@ def device_info() -> dict[str, Any]:
 
 
 # Dense peak FLOP/s per device (NVIDIA datasheets, SXM parts, without sparsity): bf16 tensor cores and fp32. MFU is
-# stated against these assumed peaks (H100/H200 SXM: 990 TFLOP/s dense bf16); ../shared/GPU.md measured about
-# 790 TFLOP/s for a large bf16 matmul on the H200, so 100 % MFU is not reachable.
+# stated against these assumed peaks (H100/H200 SXM: 990 TFLOP/s dense bf16); a large bf16 matmul reaches well
+# below that (BENCH.md), so 100 % MFU is not reachable.
 PEAK_FLOPS = {
     "H200": {"bfloat16": 990e12, "float32": 67e12},
     "H100 PCIe": {"bfloat16": 756e12, "float32": 51e12},

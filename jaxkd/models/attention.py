@@ -81,8 +81,8 @@ def dense(x: Array, kernel: Array, bias: Array | None, precision: Any = None) ->
     more transpose of a weight-sized matrix; the point is which operand XLA has to copy. On XLA:CPU the
     ``xᵀ·g`` form made it copy (transpose) the output gradient ``g``, and its instruction fusion recomputed the
     residual stream's whole gradient chain (back through every later block) inside each such copy:
-    ``python -m jaxkd.bench profile --models deit_kd`` showed those copies at 31 % of the DeiT-Tiny KD step at
-    batch 32. With this form the DeiT-Tiny step is ~20 % faster there (``--before dense`` times the old one).
+    ``python -m jaxkd.bench profile --models deit_kd`` measures those copies' share of the step, and
+    ``python -m jaxkd.bench models --before dense`` times the old form against this one (figures: BENCH.md).
     """
     y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
     return y if bias is None else y + bias

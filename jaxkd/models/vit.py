@@ -203,7 +203,8 @@ class PatchEmbed(nnx.Module):
 
         ``proj`` (kernel = stride = P, no padding) runs as patchify + one GEMM: the patches (B·N, P·P·C), flattened
         in (kh, kw, c) order, times the HWIO kernel reshaped to (P·P·C, D). The same sums as the strided
-        convolution, but one large matmul: on XLA:CPU the strided convolution ran at a fifth of the GEMM's speed.
+        convolution, but one large matmul, which XLA:CPU runs much faster (``python -m jaxkd.bench models
+        --before patchify`` times both; BENCH.md).
         """
         if self.stem is not None:
             x = self.stem(x)
