@@ -17,6 +17,12 @@ os.environ.setdefault("JAXKD_COMPILATION_CACHE", str(Path(tempfile.gettempdir())
 # Likewise one decoded-data cache (jaxkd.data.decoded_cache): CIFAR-10's JPEG tar is decoded once per test run.
 os.environ.setdefault("JAXKD_DATA_CACHE", str(Path(tempfile.gettempdir()) / f"jaxkd-tests-data-{os.getuid()}"))
 
+# The XLA:CPU flags every jaxkd command sets in its entry point (jaxkd.config.main_guard), for the tests that run
+# the trainer in-process: they time and behave as the commands do. JAXKD_XLA_DEFAULTS=0 turns them off here too.
+from jaxkd.config import add_cpu_xla_flags  # noqa: E402
+
+add_cpu_xla_flags()
+
 
 def pytest_configure(config):
     from jaxkd.cache import enable_compilation_cache

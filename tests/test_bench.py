@@ -177,3 +177,69 @@ def test_gpu_report_smoke(tmp_path):
     assert res["figures"]["train"]["test_accuracy"] is not None
     for part in ("parity", "models", "train"):
         assert res["parts"][part]["rc"] == 0, (part, res["parts"][part])
+
+
+def test_before_variants_change_one_model_instance_not_the_production_classes():
+    """``--before`` re-classes the modules of the benchmark's own model; the production classes stay as they are and
+    the earlier implementations compute the same function."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from jaxkd import config as config_lib, models
+    from jaxkd.bench._jax_side import BEFORE, apply_before
+    from jaxkd.models import attention, cnn, layers, vit
+
+    originals = {c: c.__call__ for c in (layers.MaxPool2d, layers.Activation, cnn.ResidualBlock, vit.PatchEmbed,
+                                         attention.Linear)}
+    relu = cnn.relu
+    for preset, over, shape in (("mnist_cnn", [], (2, 28, 28, 1)),
+                                ("deit_cifar", ["--config.vit.depth=1"], (2, 32, 32, 3))):
+        cfg = config_lib.load(preset, over)
+        plain, before = (models.build(cfg, nnx.Rngs(0)) for _ in range(2))
+        plain.eval()
+        before.eval()
+        assert apply_before(before, BEFORE) > 0
+        assert apply_before(plain, ()) == 0
+        x = jax.random.normal(jax.random.key(1), shape)
+        np.testing.assert_allclose(np.asarray(before(x)), np.asarray(plain(x)), rtol=1e-4, atol=1e-5)
+        assert all(type(n).__module__ != "jaxkd.bench._jax_side" for _, n in nnx.iter_graph(plain))
+    assert {c: c.__call__ for c in originals} == originals and cnn.relu is relu
+
+
+def test_report_renders_bench_md_from_json(tmp_path):
+    """BENCH.md is rendered from the benchmarks' --json files (and bench_results/quoted.json), not kept in docstrings."""
+    import argparse
+
+    from jaxkd.bench import report
+
+    meta = {"device": "cpu", "device_kind": "cpu", "cores": 2, "host_devices": 1, "precision": "float32",
+            "torch_modes": ["eager"], "torch_optim": "foreach", "xla_flags": ""}
+    row = {"model": "MNIST CNN", "batch": 16, "jaxkd_step_ms": 12.5, "time_ratio": 1.1, "torch_best": "eager",
+           "torch_variants": {"eager": {"step_ms": 11.4}}}
+    (tmp_path / "models_cpu.json").write_text(json.dumps({"meta": meta, "models": {"mnist_cnn": row}}))
+    (tmp_path / "trainer.json").write_text(json.dumps({"setting": "quick", "presets": [
+        {"preset": "cifar_cnn", "ratio": 0.93, "rounds": [1, 2]}]}))
+    out = tmp_path / "BENCH.md"
+    report.run(argparse.Namespace(inputs=[str(tmp_path / "models_cpu.json"), str(tmp_path / "trainer.json")],
+                                  out=str(out)))
+    text = out.read_text()
+    assert "## models_cpu" in text and "MNIST CNN" in text and "12.5" in text and "1.10" in text
+    assert "## trainer" in text and "| preset | ratio |" in text and "| cifar_cnn | 0.93 |" in text
+    assert "## Earlier figures" in text  # bench_results/quoted.json
+
+
+def test_no_benchmark_figures_in_docstrings():
+    """Figures and commit hashes go stale in docstrings: they belong in BENCH.md (python -m jaxkd.bench report)."""
+    import re
+
+    pattern = re.compile(r"\b\d+(\.\d+)? ?-> ?\d+(\.\d+)?\b|\b\d+(\.\d+)? ?(ms|img/s|images/s)\b|"
+                         r"\bbefore [0-9a-f]{7,40}\b|\b\d+ ?% (of the|faster|slower)")
+    bad = []
+    for path in sorted((ROOT / "jaxkd").rglob("*.py")):
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            text = line.strip()
+            if (text.startswith(("#", '"""')) or not re.match(r"^[\w(\[{]", text) or "``" in text) \
+                    and pattern.search(text) and "{" not in text:
+                bad.append(f"{path.relative_to(ROOT)}:{i}: {text}")
+    assert not bad, "\n".join(bad)

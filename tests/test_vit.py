@@ -17,8 +17,8 @@ import pytest
 from flax import nnx
 
 import jaxkd.models.attention as attention_mod
-from jaxkd.models.vit import (VARIANTS, DeiT, DropPath, count_parameters, drop_path_rates,
-                              interpolate_pos_embed)
+from jaxkd.models import count_params as count_parameters
+from jaxkd.models.vit import VARIANTS, DeiT, DropPath, drop_path_rates, interpolate_pos_embed
 from jaxkd.models.resize import interpolation_matrix, resize_bicubic, resize_bilinear
 
 # the deit_cifar preset at depth 2: cheap to run, and its init ops are compiled once for the whole suite

@@ -67,4 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from jaxkd.config import add_cpu_xla_flags
+
+    add_cpu_xla_flags()  # as every jaxkd command does (jaxkd.config.main_guard): the trainer's XLA:CPU settings
     sys.exit(main())

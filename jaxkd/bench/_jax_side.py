@@ -11,7 +11,8 @@ Benchmark-only variants, for the experiments of the performance report (never us
 
 * ``scan=K``: K steps per dispatch, the trainer's step function scanned (``lax.scan``) over K stacked batches;
 * ``donate=False``: the same step function jitted without donating the state;
-* :data:`BEFORE`: earlier implementations of the same math (monkeypatched in before the model is built), so that a
+* ``before``: earlier implementations of the same math (:data:`BEFORE`; subclasses of the production modules that
+  :func:`apply_before` gives the built model's modules, never a change to the production classes), so that a
   model-code change can be timed before vs after in one run.
 """
 
@@ -49,9 +50,11 @@ class JaxCase:
       host_batch: from :func:`make_batch`.
       scan: steps per dispatch (1 = the trainer's one jitted call per step).
       donate: donate the state to the step (the trainer does).
+      before: names from :data:`BEFORE` (benchmark experiments: earlier implementations of the same math).
     """
 
-    def __init__(self, cfg, teacher_cfg, host_batch: dict, *, scan: int = 1, donate: bool = True, seed: int = 0):
+    def __init__(self, cfg, teacher_cfg, host_batch: dict, *, scan: int = 1, donate: bool = True, seed: int = 0,
+                 before: tuple[str, ...] = ()):
         import jax
         from flax import nnx
         from jax.sharding import NamedSharding, PartitionSpec as P
@@ -68,12 +71,12 @@ class JaxCase:
         if b % n_dev:
             raise ValueError(f"batch {b} is not divisible by the {n_dev} devices: use a multiple of {n_dev}")
         model = nnx.jit(lambda: models.build(cfg, nnx.Rngs(params=seed, dropout=seed + 1)))()
+        apply_before(model, before)
         self.num_params = models.count_params(model)
         teacher = None
         if teacher_cfg is not None:
-            from jaxkd.tasks import kd as distill
-
             tmodel = nnx.jit(lambda: models.build(teacher_cfg, nnx.Rngs(seed + 3)))()
+            apply_before(tmodel, before)
             tmodel.eval()
             gd, tstate = nnx.split(tmodel)
             teacher = tasks.Teacher(gd, tstate, "classifier", "random-init AdaptiveCNN (benchmark)")
@@ -141,60 +144,81 @@ def make_case(prep: dict, **kw) -> "JaxCase":
     return JaxCase(prep["cfg"], prep["teacher_cfg"], prep["host"], **kw)
 
 
-def _before_maxpool() -> None:
-    """MaxPool2d as it was before 91fd3b7: flax's reduce-window max, whose gradient XLA:CPU runs as a variadic
-    reduce-window over index arrays plus a scatter."""
-    from flax import nnx
+# Earlier implementations of the same math (the "before" of a model-code change), as subclasses of the production
+# modules. The benchmark builds the production model, then re-classes the matching modules of THAT model instance
+# (:func:`apply_before`); the production classes and module functions are never modified.
 
-    from jaxkd.models import layers
-
-    def call(self, x):
-        k = self.kernel_size
-        return nnx.max_pool(x, window_shape=(k, k), strides=(k, k), padding="VALID")
-
-    layers.MaxPool2d.__call__ = call
-
-
-def _before_patchify() -> None:
-    """PatchEmbed as it was before 91fd3b7: the projection as a strided convolution (kernel = stride = P)."""
-    from jaxkd.models import vit
-
-    def call(self, x):
-        if self.stem is not None:
-            x = self.stem(x)
-        x = self.proj(x)
-        return x.reshape(x.shape[0], -1, x.shape[-1])
-
-    vit.PatchEmbed.__call__ = call
-
-
-def _before_relu() -> None:
-    """The AdaptiveCNN's ReLUs as ``jax.nn.relu`` (``maximum(x, 0)``) instead of ``layers.relu``'s select, which XLA:CPU
-    recomputed, with the residual stream behind it, inside every weight-gradient convolution's transposed input."""
+def _before_classes():
     import jax
-
-    from jaxkd.models import cnn
-
-    cnn.relu = jax.nn.relu
-
-
-def _before_dense() -> None:
-    """The ViT's Linear layers as plain ``nnx.Linear`` (kernel gradient ``xᵀ·g`` by autodiff) instead of
-    ``attention.dense``'s ``(gᵀ·x)ᵀ``."""
     from flax import nnx
 
-    from jaxkd.models import attention
+    from jaxkd.models import attention, cnn, layers, vit
 
-    attention.Linear.__call__ = nnx.Linear.__call__
+    class MaxPoolBefore(layers.MaxPool2d):
+        """flax's reduce-window max pool, whose gradient XLA:CPU runs as a variadic reduce-window over index arrays
+        plus a scatter."""
+
+        def __call__(self, x):
+            k = self.kernel_size
+            return nnx.max_pool(x, window_shape=(k, k), strides=(k, k), padding="VALID")
+
+    class PatchEmbedBefore(vit.PatchEmbed):
+        """The patch projection as a strided convolution (kernel = stride = P)."""
+
+        def __call__(self, x):
+            if self.stem is not None:
+                x = self.stem(x)
+            x = self.proj(x)
+            return x.reshape(x.shape[0], -1, x.shape[-1])
+
+    class ResidualBlockBefore(cnn.ResidualBlock):
+        """The residual block's ReLUs as ``jax.nn.relu`` (``maximum(x, 0)``) instead of ``layers.relu``'s select."""
+
+        def __call__(self, x):
+            out = jax.nn.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            if self.se is not None:
+                out = self.se(out)
+            return jax.nn.relu(out + self.shortcut(x))
+
+    class ReluBefore(layers.Activation):
+        """An ``Activation(layers.relu)`` computed as ``jax.nn.relu``."""
+
+        def __call__(self, x):
+            return jax.nn.relu(x) if self.fn is layers.relu else self.fn(x)
+
+    class LinearBefore(attention.Linear):
+        """The ViT's Linear as plain ``nnx.Linear`` (kernel gradient ``xᵀ·g`` by autodiff) instead of
+        ``attention.dense``'s ``(gᵀ·x)ᵀ``."""
+
+        def __call__(self, inputs, out_sharding=None):
+            return nnx.Linear.__call__(self, inputs, out_sharding=out_sharding)
+
+    return {"maxpool": {layers.MaxPool2d: MaxPoolBefore}, "patchify": {vit.PatchEmbed: PatchEmbedBefore},
+            "relu": {cnn.ResidualBlock: ResidualBlockBefore, layers.Activation: ReluBefore},
+            "dense": {attention.Linear: LinearBefore}}
 
 
-#: name -> function restoring an earlier implementation of the same math (the "before" of the performance report).
-BEFORE = {"maxpool": _before_maxpool, "patchify": _before_patchify, "relu": _before_relu, "dense": _before_dense}
+#: the names of the earlier implementations (:func:`apply_before`).
+BEFORE = ("maxpool", "patchify", "relu", "dense")
 
 
-def apply_before(names) -> None:
-    for name in names:
-        BEFORE[name]()
+def apply_before(model, names) -> int:
+    """Re-classes the modules of `model` (this instance only) that `names` (from :data:`BEFORE`) replace by their
+    earlier implementation; returns how many modules changed. Call it before the model is split for the step."""
+    from flax import nnx
+
+    if not names:
+        return 0
+    table = _before_classes()
+    swap = {cls: sub for name in names for cls, sub in table[name].items()}
+    n = 0
+    for _, node in list(nnx.iter_graph(model)):
+        sub = swap.get(type(node))
+        if sub is not None:
+            node.__class__ = sub  # same attributes: a subclass that only overrides __call__
+            n += 1
+    return n
 
 
 def device_info() -> dict[str, Any]:
@@ -207,8 +231,8 @@ def device_info() -> dict[str, Any]:
 
 
 # Dense peak FLOP/s per device (NVIDIA datasheets, SXM parts, without sparsity): bf16 tensor cores and fp32. MFU is
-# stated against these assumed peaks (H100/H200 SXM: 990 TFLOP/s dense bf16); ../shared/GPU.md measured about
-# 790 TFLOP/s for a large bf16 matmul on the H200, so 100 % MFU is not reachable.
+# stated against these assumed peaks (H100/H200 SXM: 990 TFLOP/s dense bf16); a large bf16 matmul reaches well
+# below that (BENCH.md), so 100 % MFU is not reachable.
 PEAK_FLOPS = {
     "H200": {"bfloat16": 990e12, "float32": 67e12},
     "H100 PCIe": {"bfloat16": 756e12, "float32": 51e12},

@@ -39,6 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from jaxkd.config import ConfigError as UsageError  # bad options: one error: line, exit 2
+
 DESCRIPTION = ("one Markdown GPU report: parity suite on the device, step vs the best torch, trainer benchmark, a short "
                "training run (--smoke: all of it on CPU in seconds)")
 
@@ -168,9 +170,9 @@ def _env(args, tmp: Path) -> dict:
 def run(args) -> dict:
     unknown = [p for p in args.parts.split(",") if p not in SHARES]
     if unknown:
-        raise ValueError(f"--parts: unknown {', '.join(unknown)}; choose from {', '.join(SHARES)}")
+        raise UsageError(f"--parts: unknown {', '.join(unknown)}; choose from {', '.join(SHARES)}")
     if args.budget_s <= 0:
-        raise ValueError("--budget-s must be > 0")
+        raise UsageError("--budget-s must be > 0")
     t0 = time.perf_counter()
     started = datetime.datetime.now(datetime.timezone.utc)
     shares = _shares(args)
@@ -423,7 +425,7 @@ def _summary(results, figures) -> list[str]:
 
 def _section_parity(r, p) -> list[str]:
     p = p or {}
-    L = [f"| passed | failed | errors | skipped | complete |", "| ---: | ---: | ---: | ---: | --- |",
+    L = ["| passed | failed | errors | skipped | complete |", "| ---: | ---: | ---: | ---: | --- |",
          f"| {p.get('passed', 0)} | {p.get('failed', 0)} | {p.get('errors', 0)} | {p.get('skipped', 0)} | "
          f"{'yes' if p.get('complete') else 'no (time limit)'} |"]
     if p.get("failures"):

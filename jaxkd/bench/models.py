@@ -49,8 +49,8 @@ with an error without a GPU (torch is timed on CUDA when its build has CUDA, els
 Experiments (for the performance report, never what the trainer runs): ``--scan K`` (K steps per dispatch),
 ``--no-donate``, ``--xla-flags``, ``--matmul-precision``, ``--torch-optim`` and ``--before`` (earlier
 implementations of the same math, :data:`jaxkd.bench._jax_side.BEFORE`, to time a model-code change before vs
-after). ``--torch-omp-wait passive`` (default) keeps torch's OpenMP threads from spinning: on a loaded 2-core host
-spinning made the torch step 3-10x slower and the comparison meaningless.
+after). ``--torch-omp-wait passive`` (default) keeps torch's OpenMP threads from spinning: on a loaded host
+spinning made the torch step several times slower and the comparison meaningless (BENCH.md).
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+from jaxkd.config import ConfigError as UsageError  # bad options: one error: line, exit 2
 
 DESCRIPTION = ("training-step images/s of jaxkd vs the best of several PyTorch settings (MNIST CNN, CIFAR CNN, "
                "DeiT-Tiny, DeiT-Tiny KD)")
@@ -146,38 +148,42 @@ def _host_device_settings(spec: str) -> list[int]:
         elif item.isdigit() and int(item) >= 1:
             out.append(int(item))
         else:
-            raise ValueError(f"--host-devices {spec!r}: use a positive count, 'auto', or a comma list such as 1,auto")
+            raise UsageError(f"--host-devices {spec!r}: use a positive count, 'auto', or a comma list such as 1,auto")
     return out
 
 
 def _check_args(args) -> None:
     if args.device not in ("cpu", "gpu"):
-        raise ValueError(f"--device {args.device!r}: use cpu or gpu")
+        raise UsageError(f"--device {args.device!r}: use cpu or gpu")
     unknown = [m for m in args.models.split(",") if m not in CASES]
     if unknown or not args.models:
-        raise ValueError(f"--models: unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(CASES)}")
+        raise UsageError(f"--models: unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(CASES)}")
     if args.precision not in ("", "float32", "bfloat16"):
-        raise ValueError(f"--precision {args.precision!r}: use float32 or bfloat16")
+        raise UsageError(f"--precision {args.precision!r}: use float32 or bfloat16")
     for name in ("batch_size", "steps", "repeats", "threads"):
         if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
     if args.scan < 1:
-        raise ValueError("--scan must be >= 1")
+        raise UsageError("--scan must be >= 1")
     from jaxkd.bench._torch_side import MODES, OPTIMS
 
     bad = [m for m in args.torch_modes.split(",") if m and m not in MODES]
     if bad:
-        raise ValueError(f"--torch-modes: unknown {', '.join(bad)}; choose from {', '.join(MODES)}")
+        raise UsageError(f"--torch-modes: unknown {', '.join(bad)}; choose from {', '.join(MODES)}")
     if args.torch_optim not in OPTIMS:
-        raise ValueError(f"--torch-optim {args.torch_optim!r}: choose from {', '.join(OPTIMS)}")
+        raise UsageError(f"--torch-optim {args.torch_optim!r}: choose from {', '.join(OPTIMS)}")
     if args.max_total_s < 0:
         args.max_total_s = 170.0 if args.device == "gpu" else 0.0
     from jaxkd.bench._jax_side import BEFORE
 
     bad = [x for x in args.before.split(",") if x and x not in BEFORE]
     if bad:
-        raise ValueError(f"--before: unknown {', '.join(bad)}; choose from {', '.join(BEFORE)}")
+        raise UsageError(f"--before: unknown {', '.join(bad)}; choose from {', '.join(BEFORE)}")
     _host_device_settings(args.host_devices)
+
+
+def _before(args) -> tuple[str, ...]:
+    return tuple(x for x in args.before.split(",") if x)
 
 
 def _xla_flags(n_devices: int, extra: str) -> str:
@@ -308,7 +314,7 @@ def _time_model(name: str, args, sizes, precision: str, modes: list[str], prep: 
         jcase = future.result()
         concurrent.futures.wait(list(all_futures))
     else:
-        jcase = js.make_case(prep, scan=args.scan, donate=not args.no_donate)
+        jcase = js.make_case(prep, scan=args.scan, donate=not args.no_donate, before=_before(args))
     if warmup:
         jcase.steps(warmup)
     setup_s = time.perf_counter() - t0
@@ -390,15 +396,14 @@ def _run_here(args, n_host_devices: int) -> dict:
         except RuntimeError:
             gpus = []
         if not gpus:
-            raise ValueError("--device gpu: no GPU is visible to JAX (backend is "
+            raise UsageError("--device gpu: no GPU is visible to JAX (backend is "
                              f"{jax.default_backend()}); run on a machine with a CUDA GPU or use --device cpu")
     elif jax.default_backend() != "cpu":
-        raise ValueError("--device cpu: jax was started on another backend in this process; run the benchmark "
+        raise UsageError("--device cpu: jax was started on another backend in this process; run the benchmark "
                          "in a fresh process (or with JAX_PLATFORMS=cpu)")
     precision = args.precision or ("bfloat16" if args.device == "gpu" else "float32")
     if args.matmul_precision:
         jax.config.update("jax_default_matmul_precision", args.matmul_precision)
-    js.apply_before([x for x in args.before.split(",") if x])
     if args.torch_omp_wait != "inherit" and "torch" not in sys.modules:
         os.environ["OMP_WAIT_POLICY"] = args.torch_omp_wait.upper()  # read when torch's OpenMP starts
     cores = _cores()
@@ -444,7 +449,8 @@ def _run_here(args, n_host_devices: int) -> dict:
     if background and not args.no_torch and not args.torch_skipped:
         # every model's XLA compilation in the background (XLA releases the GIL), alongside torch's compilations
         pool = ThreadPoolExecutor(min(4, len(names)))
-        futures = {name: pool.submit(js.make_case, preps[name], scan=args.scan, donate=not args.no_donate)
+        futures = {name: pool.submit(js.make_case, preps[name], scan=args.scan, donate=not args.no_donate,
+                                  before=_before(args))
                    for name in names}
         meta["jaxkd_compile"] = "all models in background threads, alongside torch's compilation"
     for i, name in enumerate(names):

@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 
+from jaxkd.config import ConfigError as UsageError  # bad options: one error: line, exit 2
+
 DESCRIPTION = "where a jaxkd training step spends its time, by XLA operation kind (trace of the models' steps)"
 
 TRACEME_FLAG = "--xla_cpu_enable_xprof_traceme=true"
@@ -130,7 +132,7 @@ def format_profile(r: dict, top: int) -> str:
                      f"{k['ops']:>6}")
     lines.append(f"  {'untraced (library kernels, gaps)':<40} {r['untraced_ms_per_step']:>9.2f} "
                  f"{r['untraced_ms_per_step'] / step:>7.1%}")
-    lines.append(f"  top operations: " + ", ".join(f"{o['op']} {o['ms_per_step']:.1f} ms" for o in r["ops"][:5]))
+    lines.append("  top operations: " + ", ".join(f"{o['op']} {o['ms_per_step']:.1f} ms" for o in r["ops"][:5]))
     return "\n".join(lines)
 
 
@@ -140,9 +142,9 @@ def run(args) -> dict:
 
     unknown = [m for m in args.models.split(",") if m not in CASES]
     if unknown or not args.models:
-        raise ValueError(f"--models: unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(CASES)}")
+        raise UsageError(f"--models: unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(CASES)}")
     if args.steps < 1 or args.warmup < 0 or args.top < 1 or args.batch_size < 0:
-        raise ValueError("--steps and --top must be >= 1, --warmup and --batch-size >= 0")
+        raise UsageError("--steps and --top must be >= 1, --warmup and --batch-size >= 0")
     flags = " ".join(f for f in [os.environ.get("XLA_FLAGS", ""), TRACEME_FLAG, args.xla_flags] if f).strip()
     if "jax" in sys.modules and os.environ.get("XLA_FLAGS", "") != flags:
         return _run_child(args, flags)  # XLA_FLAGS act only before jax starts

@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from jaxkd.config import ConfigError as UsageError  # bad options: one error: line, exit 2
+
 DESCRIPTION = "trainer loop (pipeline + step) vs the bare step and the input pipeline alone, images/s per preset"
 
 DEFAULT_PRESETS = "cifar_cnn,vit_cifar,deit_cifar,mnist_cnn"
@@ -57,12 +59,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check(args) -> None:
     if args.device not in ("cpu", "gpu"):
-        raise ValueError(f"--device {args.device!r}: use cpu or gpu")
+        raise UsageError(f"--device {args.device!r}: use cpu or gpu")
     for name in ("batch_size", "steps", "rounds", "examples"):
         if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
     if not [p for p in args.presets.split(",") if p]:
-        raise ValueError("--presets: give at least one configs/NAME.py preset, e.g. --presets cifar_cnn")
+        raise UsageError("--presets: give at least one configs/NAME.py preset, e.g. --presets cifar_cnn")
 
 
 def synthetic_dataset(shape: tuple[int, int, int], n_train: int, n_test: int, num_classes: int, seed: int = 0):
@@ -113,7 +115,7 @@ def time_preset(preset: str, batch: int, steps: int, rounds: int, examples: int,
     n_train = examples or b * (steps * 2 + 2)  # one epoch holds a whole round: no epoch turnover inside a phase
     data = DataPipeline.from_config(cfg, dataset=synthetic_dataset(shape, n_train, b, int(cfg.model.num_classes)))
     if data.steps_per_epoch < 1:
-        raise ValueError(f"--examples {n_train} is less than one batch of {b}")
+        raise UsageError(f"--examples {n_train} is less than one batch of {b}")
 
     def batches(count: int, epoch0: int = 0):
         """``count`` training batches from ``epoch0`` on, running into the next epochs as needed."""
@@ -214,10 +216,10 @@ def run(args) -> dict:
     from jaxkd.bench._jax_side import device_info
 
     if args.device == "gpu" and jax.default_backend() != "gpu":
-        raise ValueError(f"--device gpu: JAX's backend is {jax.default_backend()!r}; run on a machine with a GPU "
+        raise UsageError(f"--device gpu: JAX's backend is {jax.default_backend()!r}; run on a machine with a GPU "
                          "build of jax, or use --device cpu")
     if args.device == "cpu" and jax.default_backend() != "cpu":
-        raise ValueError("--device cpu: JAX has already started on another backend; set JAX_PLATFORMS=cpu")
+        raise UsageError("--device cpu: JAX has already started on another backend; set JAX_PLATFORMS=cpu")
     setting = "quick" if args.quick else args.device
     d_batch, d_steps, d_rounds = _SIZES[setting]
     batch, steps, rounds = args.batch_size or d_batch, args.steps or d_steps, args.rounds or d_rounds
@@ -234,7 +236,7 @@ def run(args) -> dict:
     print(format_table(rows))
     deit = [r for r in rows if r["model"].startswith("deit")]
     if info["backend"] == "cpu" and deit:
-        print(f"input pipeline share of a DeiT step on CPU: "
+        print("input pipeline share of a DeiT step on CPU: "
               + ", ".join(f"{r['preset']} {100 * r['pipeline_share']:.1f} % (by CPU time "
                          f"{100 * r['pipeline_share_cpu']:.1f} %)" for r in deit) + " (goal < 5 %)")
     return {"device": info, "setting": setting, "data": "synthetic uniform uint8 of each preset's image shape",

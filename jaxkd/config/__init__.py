@@ -25,14 +25,14 @@ from ml_collections import ConfigDict
 
 __all__ = [
     "ConfigError", "base_config", "load", "validate", "apply_overrides", "add_config_args", "parse_config_args",
-    "split_overrides",
-    "to_dict", "to_json", "flatten", "image_shape", "precision", "VIT_VARIANTS", "apply_peer_augmentation",
+    "split_overrides", "CPU_XLA_FLAGS", "add_cpu_xla_flags", "main_guard",
+    "to_dict", "to_json", "flatten", "image_shape", "precision", "VIT_VARIANTS", "DATASET_SHAPES", "apply_peer_augmentation",
     "shared_data",
 ]
 
 from jaxkd.errors import JaxkdError
 from jaxkd.config.schema import (  # noqa: F401  (re-exported)
-    DATASET_SHAPES, DINOV2_MODELS, RULES, SOURCE_KINDS, VIT_VARIANTS, ConfigError,
+    DATASET_SHAPES, RULES, VIT_VARIANTS, ConfigError,
     _cross_checks, apply_peer_augmentation, base_config, image_shape, precision, shared_data,
 )
 
@@ -326,11 +326,33 @@ def precheck(argv: Sequence[str], *, workdir_flag: str | None = None) -> None:
         pass
 
 
+#: XLA:CPU flags the command-line entry points (:func:`main_guard`, ``python -m jaxkd.bench``) add to XLA_FLAGS
+#: before JAX starts its backend; GPUs ignore them. Convolutions outside YNNPACK's fusions (the gain is measured
+#: with ``python -m jaxkd.bench``; figures in BENCH.md).
+CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
+
+
+def add_cpu_xla_flags() -> None:
+    """Adds :data:`CPU_XLA_FLAGS` to ``XLA_FLAGS`` for this process and its children. A flag already in XLA_FLAGS
+    is left as given; ``JAXKD_XLA_DEFAULTS=0`` adds none. XLA reads XLA_FLAGS when JAX starts its backend (the
+    first computation or device query), not when jax is imported, so a command's entry point may call this after
+    its imports."""
+    import os
+
+    if os.environ.get("JAXKD_XLA_DEFAULTS", "1") == "0":
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    add = [f for f in CPU_XLA_FLAGS if f.split("=", 1)[0] not in flags]
+    if add:
+        os.environ["XLA_FLAGS"] = " ".join([flags, *add]).strip()
+
+
 def main_guard(fn: Callable[[], int | None]) -> None:
     """Runs a CLI main. A :class:`jaxkd.errors.JaxkdError` — bad input (config, path, data, checkpoint), a run
     stopped by its numerics guard, or a run that failed on its own (a checkpoint that cannot be written) — becomes
     one ``error:`` line on stderr and the error's exit code (2, or 1 for a RunFailure). Anything else is a bug and
-    keeps its traceback. The persistent compilation cache (jaxkd.cache) is turned on first.
+    keeps its traceback. The XLA:CPU flags (:func:`add_cpu_xla_flags`) and the persistent compilation cache
+    (jaxkd.cache) are set up first.
 
     In a multi-process run a process that fails leaves at once (``os._exit``): the orderly exit would wait up to
     five minutes in jax.distributed's shutdown barrier for peers that are blocked in a collective with it. The
@@ -338,6 +360,7 @@ def main_guard(fn: Callable[[], int | None]) -> None:
     service misses the dead process's heartbeat."""
     from jaxkd.cache import enable_compilation_cache
 
+    add_cpu_xla_flags()
     enable_compilation_cache()
     code, message = 0, None
     try:

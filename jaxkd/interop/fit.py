@@ -30,10 +30,10 @@ def _listing(items: list[str]) -> str:
 
 def fit_problems(expected: dict[str, tuple], sd: dict[str, np.ndarray]) -> tuple[list[str], str]:
     """(problems, hint) of a torch-layout state dict against the expected {key: shape}; problems empty = fits."""
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    shaped = [f"{k} {tuple(sd[k].shape)} vs {expected[k]}" for k in expected
-              if k in sd and tuple(sd[k].shape) != tuple(expected[k])]
+    from jaxkd.interop.state_dict import shape_mismatches
+
+    missing, unexpected, mismatched = shape_mismatches(expected, sd)
+    shaped = [f"{k} {got} vs {want}" for k, want, got in mismatched]
     problems = []
     if shaped:
         problems.append(f"{len(shaped)} mis-shaped (checkpoint vs preset): {_listing(shaped)}")

@@ -27,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from jaxkd.errors import JaxkdError
+from jaxkd.interop.torch_pickle import unwrap_state_dict
 
 __all__ = [
     "StateDictMismatch",
@@ -35,11 +36,11 @@ __all__ = [
     "torch_state_dict_shapes",
     "torch_state_dict_keys",
     "unwrap_state_dict",
+    "shape_mismatches",
 ]
 
 _PARAM_LEAF = {"kernel": "weight", "scale": "weight"}
 _STAT_LEAF = {"mean": "running_mean", "var": "running_var"}
-_WRAPPER_KEYS = ("model_state_dict", "state_dict")
 
 
 class StateDictMismatch(JaxkdError, ValueError):
@@ -110,23 +111,23 @@ def _to_numpy(value: Any, key: str) -> np.ndarray:
                     "use torch tensors or numpy arrays")
 
 
-def unwrap_state_dict(state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Return the inner dict of a checkpoint wrapper ``{'model_state_dict': sd, ...}`` (or ``'state_dict'``)."""
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(f"expected a mapping of parameter names to arrays, got {type(state_dict).__name__}")
-    for k in _WRAPPER_KEYS:
-        inner = state_dict.get(k)
-        if isinstance(inner, Mapping):
-            return inner
-    return state_dict
-
-
 def torch_state_dict_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
     """torch key -> torch-layout shape for every convertible variable of ``model``."""
     return {
         key: tuple(_jax_to_torch_layout(np.empty(var[...].shape, np.int8), _is_kernel(path, var)).shape)
         for key, (path, var) in _variables(model).items()
     }
+
+
+def shape_mismatches(expected: Mapping[str, tuple], state_dict: Mapping[str, Any]
+                     ) -> tuple[list[str], list[str], list[tuple[str, tuple, tuple]]]:
+    """Does a torch-layout state dict fit the {key: shape} a model expects: (missing keys, unexpected keys,
+    mis-shaped (key, expected shape, got shape)), all empty when it fits. Values: anything with a shape."""
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shaped = [(k, tuple(expected[k]), tuple(np.shape(state_dict[k]))) for k in expected
+              if k in state_dict and tuple(np.shape(state_dict[k])) != tuple(expected[k])]
+    return missing, unexpected, shaped
 
 
 def torch_state_dict_keys(model: nnx.Module) -> list[str]:
@@ -162,20 +163,11 @@ def torch_to_jax(model: nnx.Module, state_dict: Mapping[str, Any], *, strict: bo
     """
     sd = unwrap_state_dict(state_dict)
     targets = _variables(model)
-    missing = [k for k in targets if k not in sd]
-    unexpected = [k for k in sd if k not in targets]
-    mis_shaped: list[str] = []
-    pending: list[tuple[nnx.Variable, np.ndarray]] = []
-    for key, (path, var) in targets.items():
-        if key not in sd:
-            continue
-        arr = _to_numpy(sd[key], key)
-        old = var[...]
-        expected = tuple(_jax_to_torch_layout(np.empty(old.shape, np.int8), _is_kernel(path, var)).shape)
-        if tuple(arr.shape) != expected:
-            mis_shaped.append(f"{key}: expected {expected}, got {tuple(arr.shape)}")
-            continue
-        pending.append((var, _torch_to_jax_layout(arr, _is_kernel(path, var))))
+    arrays = {key: _to_numpy(sd[key], key) for key in targets if key in sd}
+    missing, unexpected, shaped = shape_mismatches(torch_state_dict_shapes(model), {**sd, **arrays})
+    mis_shaped = [f"{key}: expected {want}, got {got}" for key, want, got in shaped]
+    pending = [(var, _torch_to_jax_layout(arrays[key], _is_kernel(path, var)))
+               for key, (path, var) in targets.items() if key in arrays and key not in {k for k, _, _ in shaped}]
     problems = []
     if mis_shaped:
         problems.append("mis-shaped keys: " + "; ".join(mis_shaped))

@@ -31,7 +31,7 @@ import numpy as np
 from jaxkd.errors import JaxkdError, describe
 
 __all__ = [
-    "TorchCheckpointError", "Unloaded", "RestrictedUnpickler", "restricted_pickle_module", "load_torch_file",
+    "TorchCheckpointError", "Unloaded", "RestrictedUnpickler", "restricted_pickle_module", "load_torch_file", "unwrap_state_dict",
     "state_dict_arrays", "unloaded_objects", "describe_state_dict",
 ]
 
@@ -271,6 +271,17 @@ def _as_array(value: Any) -> np.ndarray | None:
     return None
 
 
+def unwrap_state_dict(state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return the inner dict of a checkpoint wrapper ``{'model_state_dict': sd, ...}`` (or ``'state_dict'``)."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"expected a mapping of parameter names to arrays, got {type(state_dict).__name__}")
+    for k in _WRAPPER_KEYS:
+        inner = state_dict.get(k)
+        if isinstance(inner, Mapping):
+            return inner
+    return state_dict
+
+
 def state_dict_arrays(obj: Any, where: str = "checkpoint") -> dict[str, np.ndarray]:
     """The model state dict inside a loaded checkpoint, as {key: numpy array} (torch layout, dtypes kept).
 
@@ -282,11 +293,7 @@ def state_dict_arrays(obj: Any, where: str = "checkpoint") -> dict[str, np.ndarr
                                    "model.state_dict() (or {'model_state_dict': model.state_dict()}) instead")
     if not isinstance(obj, Mapping):
         raise TorchCheckpointError(f"{where}: holds a {type(obj).__name__}, not a state dict")
-    sd = obj
-    for k in _WRAPPER_KEYS:
-        if isinstance(obj.get(k), Mapping):
-            sd = obj[k]
-            break
+    sd = unwrap_state_dict(obj)
     out: dict[str, np.ndarray] = {}
     for key, value in sd.items():
         arr = _as_array(value)

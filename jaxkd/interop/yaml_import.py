@@ -200,7 +200,7 @@ class _Converter:
                 else:
                     self.set("data.data_dir", str(value), yk,
                              "the original's data_path (its torchvision download folder); a local copy can also be "
-                             f"read directly with data.source = "
+                             "read directly with data.source = "
                              + ("mnist-idx:<data_path>/MNIST/raw" if dataset == "mnist"
                                 else "cifar-python:<data_path>/cifar-10-batches-py"))
             elif key == "normalization":

@@ -75,7 +75,7 @@ def cross_entropy(
     logits = as_float(logits)
     targets = jnp.asarray(targets)
     if logits.ndim < 1:
-        raise ValueError(f"logits must be (..., K); got a scalar")
+        raise ValueError("logits must be (..., K); got a scalar")
     _check_host_range("label_smoothing", label_smoothing, 0.0, 1.0, hi_open=True)
     num_classes = logits.shape[-1]
     logp = jax.nn.log_softmax(logits, axis=-1)

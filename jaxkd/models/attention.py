@@ -81,8 +81,8 @@ def dense(x: Array, kernel: Array, bias: Array | None, precision: Any = None) ->
     more transpose of a weight-sized matrix; the point is which operand XLA has to copy. On XLA:CPU the
     ``xᵀ·g`` form made it copy (transpose) the output gradient ``g``, and its instruction fusion recomputed the
     residual stream's whole gradient chain (back through every later block) inside each such copy:
-    ``python -m jaxkd.bench profile --models deit_kd`` showed those copies at 31 % of the DeiT-Tiny KD step at
-    batch 32. With this form the DeiT-Tiny step is ~20 % faster there (``--before dense`` times the old one).
+    ``python -m jaxkd.bench profile --models deit_kd`` measures those copies' share of the step, and
+    ``python -m jaxkd.bench models --before dense`` times the old form against this one (figures: BENCH.md).
     """
     y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
     return y if bias is None else y + bias
@@ -113,6 +113,13 @@ class Linear(nnx.Linear):
         bias = self.bias[...] if self.bias is not None else None
         inputs, kernel, bias = self.promote_dtype((inputs, kernel, bias), dtype=self.dtype)
         return dense(inputs, kernel, bias, self.precision)
+
+
+def layer_norm(dim: int, eps: float, dtype: Any, param_dtype: Any, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """The transformers' LayerNorm: statistics in float32 (two-pass variance, as torch), output float32 (float64
+    for float64 models)."""
+    return nnx.LayerNorm(dim, epsilon=eps, dtype=jnp.promote_types(dtype, jnp.float32), param_dtype=param_dtype,
+                         use_fast_variance=False, rngs=rngs)
 
 
 def vit_linear(in_features: int, out_features: int, *, use_bias: bool = True, dtype: Any = jnp.float32,

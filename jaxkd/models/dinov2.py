@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxkd.models.attention import ATTENTION_IMPLEMENTATIONS, Attention, trunc_normal_init, vit_linear
+from jaxkd.models.attention import ATTENTION_IMPLEMENTATIONS, Attention, layer_norm, trunc_normal_init, vit_linear
 from jaxkd.models.vit import Mlp, PatchEmbed
 from jaxkd.models.resize import _cubic_weights, interpolation_matrix
 
@@ -135,11 +135,6 @@ def interpolate_pos_encoding(pos_embed: Array, grid_hw: Sequence[int], *, offset
     return jnp.concatenate([pos_embed[:, :1], grid.reshape(1, h * w, -1)], axis=1)
 
 
-def _layer_norm(dim: int, eps: float, dtype: Any, param_dtype: Any, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(dim, epsilon=eps, dtype=jnp.promote_types(dtype, jnp.float32), param_dtype=param_dtype,
-                         use_fast_variance=False, rngs=rngs)
-
-
 class LayerScale(nnx.Module):
     """``x · gamma`` with a learned per-channel ``gamma`` (D,) (official init ``init_values``, 1e-5 by default)."""
 
@@ -173,10 +168,10 @@ class DinoBlock(nnx.Module):
                  attention: str = "auto", dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
                  rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.norm1 = _layer_norm(dim, ln_eps, dtype, param_dtype, rngs)
+        self.norm1 = layer_norm(dim, ln_eps, dtype, param_dtype, rngs)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attention=attention, **kw)
         self.ls1 = LayerScale(dim, init_values, param_dtype=param_dtype) if init_values else None
-        self.norm2 = _layer_norm(dim, ln_eps, dtype, param_dtype, rngs)
+        self.norm2 = layer_norm(dim, ln_eps, dtype, param_dtype, rngs)
         if ffn_layer == "mlp":
             self.mlp = Mlp(dim, int(dim * mlp_ratio), **kw)
         elif ffn_layer == "swiglu":
@@ -241,7 +236,7 @@ class DinoVisionTransformer(nnx.Module):
             DinoBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, ffn_layer=ffn_layer, init_values=init_values,
                       ln_eps=ln_eps, qkv_bias=qkv_bias, attention=attention, **kw)
             for _ in range(depth)])
-        self.norm = _layer_norm(embed_dim, ln_eps, dtype, param_dtype, rngs)
+        self.norm = layer_norm(embed_dim, ln_eps, dtype, param_dtype, rngs)
 
     # ------------------------------------------------------------------ tokens
     def _grid(self, x: Array) -> tuple[int, int]:

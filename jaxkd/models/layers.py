@@ -106,8 +106,8 @@ def relu(x: Array) -> Array:
 
     Why the spelling: XLA counts ``maximum(x, 0)`` as a unary op and so may recompute it, and every elementwise op
     behind it back through the residual stream, inside each consumer that can fuse it. On XLA:CPU such a consumer is
-    the batch<->channel transposed copy of the input that every weight-gradient convolution needs: in the CIFAR CNN
-    step those recomputing copies took 27 % of the time (``python -m jaxkd.bench profile --models cifar_cnn``). A
+    the batch<->channel transposed copy of the input that every weight-gradient convolution needs (their share of
+    the CIFAR CNN step: ``python -m jaxkd.bench profile --models cifar_cnn``; figures in BENCH.md). A
     select reads two full-size operands, which XLA does not duplicate, so the activation is computed once and the
     copies are plain transposes. On GPUs both spellings are one elementwise op inside a fusion (not measured there).
     """
@@ -145,7 +145,7 @@ def max_pool_first_max(x: Array, k: int) -> Array:
     Forward: a reshape and a max over each k×k window. Gradient: all of it to the FIRST maximum of each window
     (row-major), as torch and XLA's select_and_scatter do, computed as an argmax one-hot -- elementwise work that
     fuses, instead of the variadic reduce-window over four iota index arrays plus a scatter that JAX emits for
-    the gradient of a reduce-window max on CPU (a third of the MNIST CNN's training step there).
+    the gradient of a reduce-window max on CPU (its share of the MNIST CNN step: BENCH.md).
     """
     b, h, w, c = x.shape
     ho, wo = h // k, w // k

@@ -23,19 +23,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxkd.models.attention import ATTENTION_IMPLEMENTATIONS, Attention, trunc_normal_init, vit_linear
+from jaxkd.config.schema import VIT_VARIANTS
+from jaxkd.models.attention import ATTENTION_IMPLEMENTATIONS, Attention, layer_norm, trunc_normal_init, vit_linear
 from jaxkd.models.layers import Activation, BatchNorm, gelu_exact
 from jaxkd.models.resize import resize_bicubic
 
 Array = jax.Array
 
 #: ViT width variants: name -> (embed_dim, num_heads).
-VARIANTS: dict[str, tuple[int, int]] = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
+VARIANTS: dict[str, tuple[int, int]] = VIT_VARIANTS  # the config's table (jaxkd.config.VIT_VARIANTS)
 
 INFERENCE_MODES = ("cls", "dist", "avg")
 
 __all__ = ["VARIANTS", "INFERENCE_MODES", "DeiT", "Block", "Mlp", "DropPath", "PatchEmbed",
-           "interpolate_pos_embed", "drop_path_rates", "count_parameters"]
+           "interpolate_pos_embed", "drop_path_rates"]
 
 
 def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -97,11 +98,6 @@ def interpolate_pos_embed(pos_embed: Array, num_prefix: int, old_grid: Sequence[
     return jnp.concatenate([prefix, grid.astype(pos_embed.dtype)], axis=1)
 
 
-def count_parameters(model: nnx.Module) -> int:
-    """Number of scalar entries in the model's nnx.Param variables (BatchNorm statistics excluded)."""
-    return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
-
-
 class DropPath(nnx.Module):
     """Stochastic depth: per sample, ``x / keep · Bernoulli(keep)`` with keep = 1 − rate (mask shared over all
     non-batch axes). Identity when ``deterministic`` (eval mode) or rate == 0. Keys come from the
@@ -148,12 +144,6 @@ class Mlp(nnx.Module):
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
-def _layer_norm(dim: int, eps: float, dtype: Any, param_dtype: Any, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    # statistics in float32 (two-pass variance like torch), output float32 (float64 for float64 models)
-    return nnx.LayerNorm(dim, epsilon=eps, dtype=jnp.promote_types(dtype, jnp.float32), param_dtype=param_dtype,
-                         use_fast_variance=False, rngs=rngs)
-
-
 class Block(nnx.Module):
     """Pre-norm transformer block: ``x += DropPath(attn(norm1(x)))``; ``x += DropPath(mlp(norm2(x)))``."""
 
@@ -161,11 +151,11 @@ class Block(nnx.Module):
                  drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, ln_eps: float = 1e-5,
                  attention: str = "auto", dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
                  rngs: nnx.Rngs):
-        self.norm1 = _layer_norm(dim, ln_eps, dtype, param_dtype, rngs)
+        self.norm1 = layer_norm(dim, ln_eps, dtype, param_dtype, rngs)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
                               attention=attention, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.drop_path = DropPath(drop_path, rngs=rngs)
-        self.norm2 = _layer_norm(dim, ln_eps, dtype, param_dtype, rngs)
+        self.norm2 = layer_norm(dim, ln_eps, dtype, param_dtype, rngs)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: Array, *, return_attention: bool = False) -> Array | tuple[Array, Array]:
@@ -213,7 +203,8 @@ class PatchEmbed(nnx.Module):
 
         ``proj`` (kernel = stride = P, no padding) runs as patchify + one GEMM: the patches (B·N, P·P·C), flattened
         in (kh, kw, c) order, times the HWIO kernel reshaped to (P·P·C, D). The same sums as the strided
-        convolution, but one large matmul: on XLA:CPU the strided convolution ran at a fifth of the GEMM's speed.
+        convolution, but one large matmul, which XLA:CPU runs much faster (``python -m jaxkd.bench models
+        --before patchify`` times both; BENCH.md).
         """
         if self.stem is not None:
             x = self.stem(x)
@@ -297,7 +288,7 @@ class DeiT(nnx.Module):
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,
                   attn_drop=attn_drop_rate, drop_path=r, ln_eps=ln_eps, attention=attention, **kw)
             for r in rates])
-        self.norm = _layer_norm(embed_dim, ln_eps, dtype, param_dtype, rngs)
+        self.norm = layer_norm(embed_dim, ln_eps, dtype, param_dtype, rngs)
         hkw = dict(dtype=self.float_dtype, param_dtype=param_dtype, rngs=rngs)
         self.head = vit_linear(embed_dim, num_classes, **hkw)
         self.head_dist = vit_linear(embed_dim, num_classes, **hkw) if distillation else None

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["Task", "Teacher", "TeacherInput", "forward_train", "inference_logits", "accuracy"]
+__all__ = ["Task", "Teacher", "TeacherInput", "forward_train", "inference_logits", "accuracy", "top1_hits"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,9 +68,14 @@ def inference_logits(model: nnx.Module, image: jax.Array) -> jax.Array:
     return model(image)
 
 
+def top1_hits(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """1.0 where the top-1 prediction is the label, else 0.0: (B,K), (B,) -> (B,) float32."""
+    return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+
+
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Top-1 accuracy, the batch mean: (B,K), (B,) -> ()."""
-    return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+    return jnp.mean(top1_hits(logits, labels))
 
 
 class Task:

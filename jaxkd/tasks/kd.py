@@ -22,7 +22,7 @@ from jaxkd import losses, models
 from jaxkd.config import ConfigError
 from jaxkd.interop import fit, torch_to_jax
 from jaxkd.losses._common import kl_rows
-from jaxkd.tasks.base import Task, Teacher, accuracy, forward_train
+from jaxkd.tasks.base import Task, Teacher, accuracy, forward_train, top1_hits
 from jaxkd.train import checkpoint
 
 __all__ = ["load_kd_teacher", "KnowledgeDistillation"]
@@ -132,10 +132,10 @@ class KnowledgeDistillation(Task):
         out = forward_train(model, batch["image"])
         t_logits = self.teacher_logits(batch, aux)
         labels = batch["label"]
-        acc = lambda logits: jnp.sum((jnp.argmax(logits, -1) == labels) * mask)  # noqa: E731
+        acc = lambda logits: jnp.sum(top1_hits(logits, labels) * mask)  # noqa: E731
         student = out["dist"] if out["dist"] is not None else out["cls"]
         res = {"cls_accuracy": acc(out["cls"]), "teacher_accuracy": acc(t_logits),
-               "teacher_agreement": jnp.sum((jnp.argmax(student, -1) == jnp.argmax(t_logits, -1)) * mask),
+               "teacher_agreement": jnp.sum(top1_hits(student, jnp.argmax(t_logits, -1)) * mask),
                "teacher_kl": jnp.sum(_teacher_kl(t_logits, student) * mask)}
         if out["dist"] is not None:
             res["dist_accuracy"] = acc(out["dist"])

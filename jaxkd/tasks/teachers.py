@@ -180,6 +180,39 @@ def _mismatch(key: str, expected: Any, got: Any, name: str, hint: str = "") -> T
                         + (f"; {hint}" if hint else ""))
 
 
+def _check_dinov2_keys(sd: Mapping[str, Any], where: str = "", extra: tuple[str, ...] = ()) -> None:
+    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight", *extra):
+        if key not in sd:
+            raise TeacherError(f"{where + ' is ' if where else ''}not a DINOv2 state dict: key {key!r} is missing "
+                               f"(got keys like {sorted(sd)[:5]}); pass the backbone weights such as "
+                               "dinov2_vits14_pretrain.pth")
+
+
+def _depth(sd: Mapping[str, Any]) -> int:
+    return 1 + max((int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
+
+
+def _ffn(sd: Mapping[str, Any]) -> tuple[str, int]:
+    """('swiglu' | 'mlp', hidden width) of the blocks' FFN."""
+    if "blocks.0.mlp.w12.weight" in sd:
+        return "swiglu", _shape(sd, "blocks.0.mlp.w12.weight")[0] // 2
+    return "mlp", (_shape(sd, "blocks.0.mlp.fc1.weight") or (0,))[0]
+
+
+def dinov2_arch_from_state_dict(state_dict: Mapping[str, Any], num_heads: int, where: str = "") -> DinoV2Arch:
+    """The architecture of an official-layout DINOv2 state dict of any size ('dinov2_custom'): width, depth, FFN,
+    patch size and pretraining image size read from its keys and shapes; heads (not in the weights) as given.
+    :func:`dinov2_config_from_state_dict` then checks the file against it as against a named arch."""
+    sd = unwrap_state_dict(state_dict)
+    _check_dinov2_keys(sd, where, extra=("blocks.0.norm1.weight",))
+    d, p = _shape(sd, "cls_token")[-1], _shape(sd, "patch_embed.proj.weight")[-1]
+    grid = int(round(max(_shape(sd, "pos_embed")[1] - 1, 0) ** 0.5))
+    ffn, hidden = _ffn(sd)
+    ratio = hidden / d if ffn == "mlp" else 4.0
+    return DinoV2Arch(d, _depth(sd), int(num_heads), ffn_layer=ffn, mlp_ratio=float(ratio), patch_size=p,
+                      img_size=grid * p)
+
+
 def dinov2_config_from_state_dict(state_dict: Mapping[str, Any], arch: str | DinoV2Arch | Mapping = "vit_small",
                                   num_register_tokens: int | None = None) -> dict[str, Any]:
     """Read the architecture from an official-layout state dict and check it against ``arch``.
@@ -191,10 +224,7 @@ def dinov2_config_from_state_dict(state_dict: Mapping[str, Any], arch: str | Din
     """
     name, a, hub_regs = _resolve_arch(arch)
     sd = unwrap_state_dict(state_dict)
-    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
-        if key not in sd:
-            raise TeacherError(f"not a DINOv2 state dict: key {key!r} is missing (got keys like "
-                               f"{sorted(sd)[:5]}); pass the backbone weights such as dinov2_vits14_pretrain.pth")
+    _check_dinov2_keys(sd)
     d = a.embed_dim
     got_d = _shape(sd, "cls_token")[-1]
     other = [k for k, v in DINOV2_ARCHS.items() if v.embed_dim == got_d]
@@ -205,7 +235,7 @@ def dinov2_config_from_state_dict(state_dict: Mapping[str, Any], arch: str | Din
     p = a.patch_size
     if len(w) != 4 or w[0] != d or w[2:] != (p, p):
         raise _mismatch("patch_embed.proj.weight", (d, "C", p, p), w, name)
-    depth = 1 + max((int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
+    depth = _depth(sd)
     if depth != a.depth:
         raise _mismatch("blocks.*", f"{a.depth} blocks (blocks.0 .. blocks.{a.depth - 1})",
                         f"{depth} blocks", name, hint)
@@ -222,10 +252,7 @@ def dinov2_config_from_state_dict(state_dict: Mapping[str, Any], arch: str | Din
     grid = int(round(max(n, 0) ** 0.5))
     if _shape(sd, "pos_embed")[::2] != (1, d) or grid * grid != n or grid == 0:
         raise _mismatch("pos_embed", (1, "1 + M*M", d), _shape(sd, "pos_embed"), name)
-    if "blocks.0.mlp.w12.weight" in sd:
-        ffn, hidden = "swiglu", _shape(sd, "blocks.0.mlp.w12.weight")[0] // 2
-    else:
-        ffn, hidden = "mlp", (_shape(sd, "blocks.0.mlp.fc1.weight") or (0,))[0]
+    ffn, hidden = _ffn(sd)
     if ffn != a.ffn_layer:
         raise _mismatch("blocks.0.mlp", f"{a.ffn_layer} ({'w12/w3' if a.ffn_layer == 'swiglu' else 'fc1/fc2'})",
                         ffn, name)

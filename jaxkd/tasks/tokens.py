@@ -53,19 +53,7 @@ class SSStudent(nnx.Module):
 
 def _custom_arch(path: Path, heads: int):
     sd = teachers.read_state_dict(path, arch="vit_small")
-    missing = [k for k in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.norm1.weight")
-               if k not in sd]
-    if missing:
-        raise teachers.TeacherError(f"{path} is not a DINOv2 state dict: key {missing[0]!r} is missing (got keys like "
-                                    f"{sorted(sd)[:5]}); pass DINOv2-architecture backbone weights")
-    d = int(sd["cls_token"].shape[-1])
-    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
-    p = int(sd["patch_embed.proj.weight"].shape[-1])
-    grid = int(round((sd["pos_embed"].shape[1] - 1) ** 0.5))
-    ffn = "swiglu" if "blocks.0.mlp.w12.weight" in sd else "mlp"
-    ratio = sd["blocks.0.mlp.fc1.weight"].shape[0] / d if ffn == "mlp" else 4.0
-    return teachers.DinoV2Arch(d, depth, heads, ffn_layer=ffn, mlp_ratio=float(ratio), patch_size=p,
-                               img_size=grid * p), sd
+    return teachers.dinov2_arch_from_state_dict(sd, heads, where=str(path)), sd
 
 
 def load_ss_teacher(cfg, data) -> Teacher:

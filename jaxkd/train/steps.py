@@ -24,7 +24,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 __all__ = ["TrainState", "split_model", "init_state", "replicate", "make_train_step", "make_eval_step", "swa_update",
-           "ema_params_or_params", "merge_eval"]
+           "ema_params_or_params"]
 
 FP16_GROWTH_INTERVAL = 2000  # dynamic loss scaling: double the scale after this many finite steps
 
@@ -151,10 +151,6 @@ def make_train_step(gd_train, task: Callable, tx: optax.GradientTransformation, 
         return state.replace(**new), metrics
 
     return jax.jit(step, donate_argnums=(0,))
-
-
-def merge_eval(gd_eval, params, rest) -> nnx.Module:
-    return nnx.merge(gd_eval, params, rest)
 
 
 def make_eval_step(gd_eval, num_classes: int, forward: Callable, extra: Callable | None = None) -> Callable:
