@@ -231,7 +231,7 @@ CASES = [
     C("workdir-blank", "train", ["--config", "configs/quickstart.py:smoke", "--workdir", "  "],
       ["--workdir is empty", "give a folder"]),
     C("train-without-config-flag", "train", ["--workdir", "{work}"],
-      ["python -m jaxkd.train.loop: the following arguments are required: --config", "--help"]),
+      ["python -m jaxkd.train: the following arguments are required: --config", "--help"]),
     C("train-unknown-flag", "train", QS + ["--epochs", "3"], ["unrecognized arguments: --epochs 3", "--help"]),
     C("summary-without-config-flag", "summary", [], ["the following arguments are required: --config"]),
     C("evaluate-bad-split", "evaluate", ["--workdir", "{tmp}/w", "--split", "dev"], ["invalid choice: 'dev'"]),

@@ -137,7 +137,6 @@ def test_projectors_learn_on_a_fixed_batch(tiny_dinov2, teacher_projector):
     from flax import nnx
 
     from jaxkd import models, tasks
-    from jaxkd.tasks import kd as distill
     from jaxkd.train import optim
     from jaxkd.train import steps
 

@@ -16,7 +16,6 @@ from flax import nnx
 
 from jaxkd import losses, models, tasks
 from jaxkd.train import checkpoint
-from jaxkd.tasks import kd as distill
 from jaxkd.interop import jax_to_torch
 from jaxkd.models.dinov2 import DinoVisionTransformer
 from jaxkd.models.vit import DeiT

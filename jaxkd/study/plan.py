@@ -82,7 +82,7 @@ def resolve_preset(spec: str) -> str:
 def _load(spec: str, overrides: Sequence[str]):
     cfg = config_lib.load(spec, [f"--config.{o}" for o in overrides])
     if cfg.ss_distillation.enabled and cfg.vit.inference_mode != "cls":
-        # as jaxkd.train.loop: token distillation predicts with the class head, and config.json records it
+        # as jaxkd.train does: token distillation predicts with the class head, and config.json records it
         cfg = config_lib.ConfigDict(cfg.to_dict())
         cfg.vit.inference_mode = "cls"
     return cfg
