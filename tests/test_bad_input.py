@@ -233,10 +233,10 @@ class _Stopped(BaseException):
 def _run_in_process(cli: str, argv: list[str], env: dict, filters: list[tuple], root: Path,
                     before: dict) -> tuple[int, str]:
     """(returncode, note) of `python -m jaxkd.<cli> argv` re-enacted in this process: runpy runs the module as
-    __main__ from the repository root, with `env` as os.environ, the fresh interpreter's warning filters and no pytest
-    log handlers; its stderr goes to the caller's fd-level capture. SystemExit gives the exit code, an uncaught
-    exception prints its traceback and gives 1, as the interpreter does. A watchdog stops a run that keeps files under
-    `root` changed (as _run_watched does) by raising _Stopped in the main thread.
+    __main__ from the repository root, with `env` as os.environ, a fresh interpreter's warning filters, no pytest log
+    handlers, and sys.stdout / stderr new streams on fds 1 / 2 (which the caller captures). SystemExit gives the exit
+    code; an uncaught exception prints its traceback and gives 1, as the interpreter does. A watchdog stops a run
+    that keeps files under `root` changed (as _run_watched does) by raising _Stopped in the main thread.
 
     Afterwards it puts back what a run may change that would leak into the worker's next row: os.environ (XLA_FLAGS,
     ...), cwd, sys.argv / sys.path / sys.stdout / sys.stderr, user modules a config file imported, jax.config values
@@ -247,6 +247,7 @@ def _run_in_process(cli: str, argv: list[str], env: dict, filters: list[tuple], 
     it for later rows), so interpreter-exit output is the subprocess rows' to catch."""
     import gc
     import importlib
+    import io
     import logging
     import runpy
     import signal
@@ -294,6 +295,10 @@ def _run_in_process(cli: str, argv: list[str], env: dict, filters: list[tuple], 
         os.chdir(ROOT)
         sys.argv[:] = ["-m", *argv]  # runpy puts the module's file in argv[0], as `python -m` does
         sys.path.insert(0, str(ROOT))  # `python -m` puts the working directory first
+        # sys.stdout / stderr write to fds 1 / 2 (captured by the caller), not to pytest's stream objects: a handler
+        # or a default argument that keeps the stream it saw writes to the fd in later rows too, as in a subprocess
+        sys.stdout, sys.stderr = (io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), write_through=True,
+                                                   errors="backslashreplace") for fd in (1, 2))
         with warnings.catch_warnings():
             warnings.filters[:] = filters
             warnings._filters_mutated()  # new once-per-location registries: every row sees its own warnings
