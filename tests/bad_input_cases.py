@@ -123,10 +123,13 @@ class Case:
     expect: tuple[str, ...]  # substrings of the error line (formatted likewise): the problem and the fix
     prep: Callable[[Path], None] | None = None
     env: tuple[tuple[str, str], ...] = ()
+    subprocess: str = ""  # non-empty: run as `python -m jaxkd.<cli>` in a fresh interpreter, for this reason
 
 
-def C(id_: str, cli: str, args, expect, prep=None, env=None):
-    return pytest.param(Case(cli, tuple(args), tuple(expect), prep, tuple((env or {}).items())), id=id_)
+def C(id_: str, cli: str, args, expect, prep=None, env=None, subprocess=""):
+    """A row; `subprocess` (a one-line reason) runs it in a fresh interpreter instead of in the pytest worker."""
+    case = Case(cli, tuple(args), tuple(expect), prep, tuple((env or {}).items()), subprocess)
+    return pytest.param(case, id=id_)
 
 
 NO_MODEL = ["no exported model in {vit}/model", "run the same train command again"]
@@ -134,7 +137,8 @@ NO_MODEL = ["no exported model in {vit}/model", "run the same train command agai
 CASES = [
     # --- config: names, types, values ---------------------------------------------------------------------------
     C("config-unknown-field", "train", QS + ["--config.training.frobnicate=1"],
-      ["unknown config field 'training.frobnicate'", "did you mean"]),
+      ["unknown config field 'training.frobnicate'", "did you mean"],
+      subprocess="train's precheck, before JAX is imported: nothing that importing prints gets in"),
     C("config-typo-suggestion", "train", QS + ["--config.training.learning_rat=0.1"],
       ["'training.learning_rat'", "did you mean 'training.learning_rate'"]),
     C("config-unknown-section", "train", QS + ["--config.optimizer.lr=0.1"],
@@ -233,7 +237,8 @@ CASES = [
     C("train-without-config-flag", "train", ["--workdir", "{work}"],
       ["python -m jaxkd.train: the following arguments are required: --config", "--help"]),
     C("train-unknown-flag", "train", QS + ["--epochs", "3"], ["unrecognized arguments: --epochs 3", "--help"]),
-    C("summary-without-config-flag", "summary", [], ["the following arguments are required: --config"]),
+    C("summary-without-config-flag", "summary", [], ["the following arguments are required: --config"],
+      subprocess="summary from a fresh interpreter: past the precheck, Flax and the models imported"),
     C("evaluate-bad-split", "evaluate", ["--workdir", "{tmp}/w", "--split", "dev"], ["invalid choice: 'dev'"]),
     C("convert-without-command", "convert", [], ["python -m jaxkd.convert", "required"]),
     C("evaluate-out-is-a-file", "evaluate", ["--workdir", "{tmp}/w", "--out", "{tmp}/f"],
@@ -291,11 +296,13 @@ CASES = [
       ["'training.gradient_accumulation_steps' = 100 exceeds the 2 steps", "lower it or the batch size"]),
     C("batch-not-divisible-by-8-devices", "train", QS + ["--config.data.batch_size=12"],
       ["'data.batch_size' = 12 is not divisible by the 8 devices", "use a multiple of 8"],
-      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}),
+      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+      subprocess="XLA_FLAGS acts only when JAX starts its CPU backend (the worker has 1 device)"),
     # --- data sources -------------------------------------------------------------------------------------------
     C("data-npz-missing", "train", QS + NPZ, ["npz:{tmp}/d.npz: file not found", "expected an .npz with x_train"]),
     C("data-info-cli-npz-missing", "data", ["info", "--config", "configs/quickstart.py", *NPZ],
-      ["npz:{tmp}/d.npz: file not found", "expected an .npz with x_train"]),
+      ["npz:{tmp}/d.npz: file not found", "expected an .npz with x_train"],
+      subprocess="the data CLI (a package's __main__, its own error handling) from a fresh interpreter"),
     C("data-npz-not-an-npz", "train", QS + NPZ, ["npz:{tmp}/d.npz: cannot read as .npz", "save it with np.savez"],
       prep=lambda t: _garbage(t / "d.npz")),
     C("data-npz-missing-key", "train", QS + NPZ, ["key 'y_test' missing", "expected x_train, y_train, x_test"],
@@ -335,7 +342,8 @@ CASES = [
     C("data-tfds-offline", "train", ["--config", "configs/mnist_cnn.py", "--workdir", "{work}",
                                      "--config.data.data_dir={tmp}/tfds"],
       ["tfds:mnist: not prepared in {tmp}/tfds", "no network", "put the four MNIST idx .gz files",
-       "--config.data.source=npz:PATH"], prep=lambda t: (t / "tfds").mkdir(), env={"TFDS_DATA_DIR": "{tmp}/tfds"}),
+       "--config.data.source=npz:PATH"], prep=lambda t: (t / "tfds").mkdir(), env={"TFDS_DATA_DIR": "{tmp}/tfds"},
+      subprocess="first import of tensorflow_datasets: what it prints on import shows once per process"),
     # --- teachers -----------------------------------------------------------------------------------------------
     C("teacher-missing", "train", KD + ["--config.distillation.teacher_checkpoint={tmp}/no_teacher"],
       ["teacher checkpoint '{tmp}/no_teacher' not found", "train the teacher first"]),
@@ -390,7 +398,8 @@ CASES = [
        "use another --workdir, or --force"]),
     C("workdir-all-checkpoints-corrupt", "train", VIT_ARGS + ["--workdir", "{vit}"],
       ["no usable checkpoint in {vit}/checkpoints", "move the folder away"],
-      prep=lambda t: _corrupt_tree(t / "vit" / "checkpoints")),
+      prep=lambda t: _corrupt_tree(t / "vit" / "checkpoints"),
+      subprocess="a failed Orbax restore: what Orbax / TensorStore print at interpreter exit must be nothing"),
     C("workdir-config-json-corrupt", "train", VIT_ARGS + ["--workdir", "{vit}"], ["{vit}/config.json", "--force"],
       prep=lambda t: _garbage(t / "vit" / "config.json", b"{not json")),
     C("workdir-is-a-file", "train", QS, ["--workdir {work} is a file", "give a folder"],
@@ -401,10 +410,12 @@ CASES = [
     C("evaluate-without-model", "evaluate", ["--workdir", "{vit}"], NO_MODEL,
       prep=lambda t: shutil.rmtree(t / "vit" / "model")),
     C("evaluate-corrupt-model", "evaluate", ["--workdir", "{vit}"], ["{vit}/model", "corrupt"],
-      prep=lambda t: _corrupt_tree(t / "vit" / "model")),
+      prep=lambda t: _corrupt_tree(t / "vit" / "model"),
+      subprocess="evaluate from a fresh interpreter; a failed model restore, up to interpreter exit"),
     C("predict-corrupt-jpeg", "predict", ["--workdir", "{vit}", "{tmp}/photo.jpg"],
       ["cannot read image '{tmp}/photo.jpg': image file is truncated", "give a PNG or JPEG file"],
-      prep=lambda t: _truncated_jpeg(t / "photo.jpg")),
+      prep=lambda t: _truncated_jpeg(t / "photo.jpg"),
+      subprocess="predict from a fresh interpreter: model load, then PIL on a truncated file"),
     C("predict-not-an-image", "predict", ["--workdir", "{vit}", "{tmp}/notes.png"],
       ["cannot read image '{tmp}/notes.png'", "give a PNG or JPEG file"], prep=lambda t: _garbage(t / "notes.png")),
     C("predict-missing-image", "predict", ["--workdir", "{vit}", "{tmp}/missing.png"],
@@ -418,7 +429,8 @@ CASES = [
                                                          "--config.model.num_classes=5", "--torch", "{pth10}",
                                                          "--out", "{out}"],
       ["{pth10} does not fit preset 'configs/quickstart.py'", "classifier.3.weight (10, 64) vs (5, 64)",
-       "try --config.model.num_classes=10"]),
+       "try --config.model.num_classes=10"],
+      subprocess="convert from a fresh interpreter, and torch's first import: what it prints on import shows once"),
     C("convert-from-torch-wrong-keys", "convert",
       ["from-torch", "--config", "configs/quickstart.py", "--torch", "{tmp}/teacher.pth", "--out", "{out}"],
       ["{tmp}/teacher.pth does not fit preset", "choose the preset the checkpoint was trained with"],

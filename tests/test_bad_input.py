@@ -7,6 +7,16 @@ line starting with "error: " (no traceback, no warning) of at most MAX_LINE char
 expected substring (the problem: field / file; and the fix); no file under tmp_path created, changed or removed
 (sha256; a new directory is allowed only if empty). A new row that reveals a bug is fixed in jaxkd, not marked.
 The rows are in tests/bad_input_cases.py; tests/test_bad_input_generated.py draws more.
+
+How a row runs. Most rows run in the pytest worker (_run_in_process): runpy runs `jaxkd.<cli>` as __main__ with
+sys.argv, cwd and os.environ as the subprocess would have them, stderr captured at the file-descriptor level
+(capfd: C code's output counts too), warnings printed under a fresh interpreter's filters rather than recorded by
+pytest, pytest's log handlers set aside, SystemExit read for the exit code; afterwards the process state a run may
+change is put back (see _run_in_process). This spares each row an interpreter start and the JAX import (~3 s). The
+assertions are the same for both kinds of row. Rows marked `subprocess=` in the table (each with its reason) still
+start a fresh interpreter (_run_watched): one per CLI, and those whose behaviour needs a fresh process — XLA_FLAGS
+read when the backend starts, the precheck before JAX is imported, what a library prints on its first import or at
+interpreter exit. A row that keeps files changed is stopped either way (killed, or _Stopped raised in-process).
 """
 
 from __future__ import annotations
@@ -196,16 +206,176 @@ def _materialise(case: Case, tmp: Path, request) -> dict[str, str]:
     return keys
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# In-process runs: `python -m jaxkd.<cli>` re-enacted in the pytest worker (runpy), its process state put back after
+
+
+@pytest.fixture(scope="session")
+def fresh_warning_filters(cli_env) -> list[tuple]:
+    """warnings.filters of a fresh interpreter in the CLIs' environment (PYTHONWARNINGS included): an in-process row
+    runs under these, not pytest's, so a warning prints on stderr as it would in a subprocess."""
+    code = ("import warnings; print([(a, getattr(m, 'pattern', m), c.__name__, getattr(mod, 'pattern', mod), n)"
+            " for a, m, c, mod, n in warnings.filters])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env, capture_output=True, text=True, check=True)
+    import ast
+    import builtins
+    import re
+
+    return [(a, m and re.compile(m, re.I), getattr(builtins, c), mod, n)
+            for a, m, c, mod, n in ast.literal_eval(r.stdout)]
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by the in-process watchdog (not an Exception: jaxkd's `except Exception` lets it
+    pass)."""
+
+
+def _run_in_process(cli: str, argv: list[str], env: dict, filters: list[tuple], root: Path,
+                    before: dict) -> tuple[int, str]:
+    """(returncode, note) of `python -m jaxkd.<cli> argv` re-enacted in this process: runpy runs the module as
+    __main__ from the repository root, with `env` as os.environ, a fresh interpreter's warning filters, no pytest log
+    handlers, and sys.stdout / stderr new streams on fds 1 / 2 (which the caller captures). SystemExit gives the exit
+    code; an uncaught exception prints its traceback and gives 1, as the interpreter does. A watchdog stops a run
+    that keeps files under `root` changed (as _run_watched does) by raising _Stopped in the main thread.
+
+    Afterwards it puts back what a run may change that would leak into the worker's next row: os.environ (XLA_FLAGS,
+    ...), cwd, sys.argv / sys.path / sys.stdout / sys.stderr, user modules a config file imported, jax.config values
+    (matmul precision, compilation cache), warnings filters, the root logger's handlers and level, sys.excepthook /
+    unraisablehook (jaxkd.checkpoint replaces them after a failed write), signal handlers (train's SIGTERM / SIGINT).
+    The worker's copy of jaxkd.<cli> is hidden during the run (a fresh `python -m` has not imported it; runpy would
+    warn). Callbacks registered with atexit stay registered (running a library's at its first import would break
+    it for later rows), so interpreter-exit output is the subprocess rows' to catch."""
+    import gc
+    import importlib
+    import io
+    import logging
+    import runpy
+    import signal
+    import threading
+    import traceback
+    import warnings
+
+    import jax
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_sys = (sys.argv[:], sys.path[:], sys.stdout, sys.stderr, sys.excepthook, sys.unraisablehook)
+    saved_modules = set(sys.modules)
+    saved_jax = dict(jax.config.values)
+    saved_signals = {s: signal.getsignal(s) for s in signal.valid_signals()}
+    saved_signals = {s: h for s, h in saved_signals.items() if h is not None}
+    root_logger = logging.getLogger()
+    saved_log = (root_logger.handlers[:], root_logger.level)
+    package = importlib.import_module("jaxkd")
+    name = f"jaxkd.{cli}"
+    if hasattr(sys.modules.get(name), "__path__"):  # a package: `python -m` runs its __main__
+        name += ".__main__"
+    hidden, hidden_attr = sys.modules.pop(name, None), package.__dict__.get(cli)
+
+    main = threading.current_thread() is threading.main_thread()
+    done, note = threading.Event(), []
+
+    def watch():
+        t0, since = time.monotonic(), None
+        while not done.wait(0.5):
+            changed = [k for k in _changes(root, before) if Path(k).name != "jaxkd.lock"]
+            since = (since or time.monotonic()) if changed else None
+            late = time.monotonic() - t0 > TIMEOUT
+            if late or (since is not None and time.monotonic() - since > CHANGE_GRACE_S):
+                note.append("timed out" if late else f"(stopped while it kept these files changed: {changed[:8]})")
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+                return
+
+    def stopped(signum, frame):
+        raise _Stopped()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(ROOT)
+        sys.argv[:] = ["-m", *argv]  # runpy puts the module's file in argv[0], as `python -m` does
+        sys.path.insert(0, str(ROOT))  # `python -m` puts the working directory first
+        # sys.stdout / stderr write to fds 1 / 2 (captured by the caller), not to pytest's stream objects: a handler
+        # or a default argument that keeps the stream it saw writes to the fd in later rows too, as in a subprocess
+        sys.stdout, sys.stderr = (io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), write_through=True,
+                                                   errors="backslashreplace") for fd in (1, 2))
+        with warnings.catch_warnings():
+            warnings.filters[:] = filters
+            warnings._filters_mutated()  # new once-per-location registries: every row sees its own warnings
+            warnings.showwarning = warnings._showwarning_orig  # pytest records warnings; print them, as python does
+            warnings._showwarnmsg_impl = lambda m: (m.file or sys.stderr).write(warnings._formatwarnmsg_impl(m))
+            root_logger.handlers = [h for h in saved_log[0] if not type(h).__module__.startswith("_pytest")]
+            root_logger.setLevel(logging.WARNING)
+            if main:
+                signal.signal(signal.SIGUSR1, stopped)
+                watcher.start()
+            gc.freeze()  # the worker's objects: the collection below looks only at what the run left
+            try:
+                runpy.run_module(f"jaxkd.{cli}", run_name="__main__", alter_sys=True)
+                rc = 0
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                if not isinstance(e.code, (int, type(None))):
+                    print(e.code, file=sys.stderr)
+            except _Stopped:
+                rc = -9
+            except Exception:  # noqa: BLE001  (as the interpreter does)
+                traceback.print_exc()
+                rc = 1
+            finally:
+                done.set()
+                if main:
+                    watcher.join()
+                    signal.signal(signal.SIGUSR1, saved_signals.get(signal.SIGUSR1, signal.SIG_DFL))
+            gc.collect()  # finalizers that print (at interpreter exit in a subprocess) print now, in this row
+            gc.unfreeze()
+            sys.stdout.flush()
+            sys.stderr.flush()
+    finally:
+        gc.unfreeze()
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        sys.argv[:], sys.path[:] = saved_sys[:2]
+        sys.stdout, sys.stderr, sys.excepthook, sys.unraisablehook = saved_sys[2:]
+        if hidden is not None:
+            sys.modules[name] = hidden
+            if hidden_attr is not None:
+                setattr(package, cli, hidden_attr)
+        for new in set(sys.modules) - saved_modules:  # user code a config file imported (not libraries nor jaxkd),
+            module = sys.modules[new]  # and aliases of the run's __main__ (multiprocessing's __mp_main__)
+            file = getattr(module, "__file__", None) or ""
+            if getattr(module, "__name__", None) == "__main__" or (
+                    file and not file.startswith((sys.prefix, sys.base_prefix, str(ROOT / "jaxkd")))):
+                del sys.modules[new]
+        for k, v in saved_jax.items():
+            if jax.config.values.get(k) != v:
+                jax.config.update(k, v)
+        for s, h in saved_signals.items():
+            if signal.getsignal(s) is not h:
+                signal.signal(s, h)
+        root_logger.handlers[:] = saved_log[0]
+        root_logger.setLevel(saved_log[1])
+    return rc, "".join(note)
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_is_one_line_exit_2_nothing_changed(case: Case, tmp_path: Path, request, cli_env):
+def test_bad_input_is_one_line_exit_2_nothing_changed(case: Case, tmp_path: Path, request, cli_env, capfd,
+                                                      fresh_warning_filters):
     keys = _materialise(case, tmp_path, request)
     env = dict(cli_env, **{k: v.format(**keys) for k, v in case.env})
     before = _snapshot(tmp_path)
-    cmd = [sys.executable, "-m", f"jaxkd.{case.cli}", *(a.format(**keys) for a in case.args)]
-    rc, stderr, note = _run_watched(cmd, env, tmp_path, before)
+    argv = [a.format(**keys) for a in case.args]
+    if case.subprocess:
+        rc, stderr, note = _run_watched([sys.executable, "-m", f"jaxkd.{case.cli}", *argv], env, tmp_path, before)
+    else:
+        capfd.readouterr()  # what the prep printed
+        rc, note = _run_in_process(case.cli, argv, env, fresh_warning_filters, tmp_path, before)
+        stderr = capfd.readouterr().err
     lines = [line for line in stderr.splitlines() if line.strip()]
-    print(f"rc={rc} {note}| " + " / ".join(lines)[-MAX_LINE:])  # shown with -rA, and on failure
-    shown = f"rc={rc} {note}\nstderr (last 3000 characters):\n{stderr[-3000:]}"
+    how = "subprocess" if case.subprocess else "in-process"
+    print(f"{how} rc={rc} {note}| " + " / ".join(lines)[-MAX_LINE:])  # shown with -rA, and on failure
+    shown = f"{how} rc={rc} {note}\nstderr (last 3000 characters):\n{stderr[-3000:]}"
     assert rc == 2, shown
     assert len(lines) == 1 and lines[0].startswith("error: "), shown
     assert len(lines[0]) <= MAX_LINE, f"{len(lines[0])}-character error line: {lines[0][:300]}..."
