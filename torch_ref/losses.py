@@ -136,28 +136,40 @@ def gram_loss(x, y, eps=1e-8):
     return F.mse_loss(xn @ xn.transpose(1, 2), yn @ yn.transpose(1, 2))
 
 
+_TOKEN_LOSSES = {  # ℓ(projected student tokens, projected teacher tokens), SPEC §3 and its options
+    "cosine": lambda s, t, eps, sigma: 1.0 - F.cosine_similarity(s, t, dim=-1, eps=eps).mean(),
+    "mse": lambda s, t, eps, sigma: F.mse_loss(s, t),
+    "cka_linear": lambda s, t, eps, sigma: 1.0 - linear_cka(s, t, eps).mean(),
+    "cka_rbf": lambda s, t, eps, sigma: 1.0 - rbf_cka(s, t, sigma, eps).mean(),
+    "gram": lambda s, t, eps, sigma: gram_loss(s, t, eps),
+}
+
+
+def _teacher_side(teacher_mode, teacher_projectors, n_layers):
+    """One map per layer for the teacher tokens: the projector ('trainable', the peer), the projector cut off from
+    autograd ('frozen'), or nothing ('identity')."""
+    if teacher_mode == "identity":
+        return [nn.Identity()] * n_layers
+    if teacher_mode == "frozen":
+        return [lambda z, m=m: m(z).detach() for m in teacher_projectors]
+    return list(teacher_projectors)
+
+
 def token_representation_loss(student_tokens, teacher_tokens, student_projectors=None, teacher_projectors=None, *,
                               loss_type="cosine", teacher_mode="trainable", eps=1e-8, rbf_sigma=1.0):
-    """Mean over layers of the per-layer loss between projected student and teacher tokens (B, N, D)."""
+    """SPEC §3: L_tok = (1/|layers|)·Σ_l ℓ(P_s^l(z_s^l), P_t^l(z_t^l)), tokens (B, N, D) per layer: the per-layer
+    losses stacked into one (L,) tensor and averaged."""
     if torch.is_tensor(student_tokens):
         student_tokens, teacher_tokens = [student_tokens], [teacher_tokens]
-    losses = []
-    for i, (s, t) in enumerate(zip(student_tokens, teacher_tokens)):
-        ps = student_projectors[i](s) if student_projectors is not None else s
-        pt = t if teacher_mode == "identity" else teacher_projectors[i](t)
-        if teacher_mode == "frozen":
-            pt = pt.detach()
-        if loss_type == "cosine":
-            losses.append(1.0 - F.cosine_similarity(ps, pt, dim=-1, eps=eps).mean())
-        elif loss_type == "mse":
-            losses.append(F.mse_loss(ps, pt))
-        elif loss_type == "cka_linear":
-            losses.append(1.0 - linear_cka(ps, pt, eps).mean())
-        elif loss_type == "cka_rbf":
-            losses.append(1.0 - rbf_cka(ps, pt, rbf_sigma, eps).mean())
-        else:
-            losses.append(gram_loss(ps, pt, eps))
-    return sum(losses) / len(losses)
+    n_layers = len(student_tokens)
+    student_side = list(student_projectors) if student_projectors is not None else [nn.Identity()] * n_layers
+    per_layer = torch.stack([
+        _TOKEN_LOSSES[loss_type](project_s(z_s), project_t(z_t), eps, rbf_sigma)
+        for project_s, z_s, project_t, z_t in zip(student_side, student_tokens,
+                                                    _teacher_side(teacher_mode, teacher_projectors, n_layers),
+                                                    teacher_tokens, strict=True)
+    ])
+    return per_layer.mean()
 
 
 def correlation_matrix(tokens, pooled=True, eps=1e-12):
