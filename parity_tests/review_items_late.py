@@ -220,11 +220,13 @@ ITEMS_5_9: list[Item] = [
          "safetensors, npz): the teacher's weights and statistics are unchanged by training (digest) and not in the "
          "student's checkpoint; the official ViT-S/14 and ViT-g/14 layouts load", severity="Critical"),
     item("9.3", "Feature extraction at correct layers",
-         [DINO + "test_intermediate_tokens_match_torch", VIT + "test_forward_eval_and_train_both_attention_paths"],
+         [DINO + "test_intermediate_tokens_match_torch", VIT + "test_forward_eval_and_train_both_attention_paths",
+          VIT + "test_token_layers_any_order_negative_and_repeated"],
          ["jaxkd.models.dinov2:DinoVisionTransformer.get_intermediate_layers", "jaxkd.models.vit:DeiT.forward_heads"],
          ["torch_ref.dinov2:DinoVisionTransformer.get_intermediate_layers", "torch_ref.vit:DeiT.forward_heads"],
          "teacher blocks [0, 2] and the last n via get_intermediate_layers (final LN applied, as the original) at the "
-         "native and interpolated sizes, and the student's tokens after each chosen block, vs torch <= 1e-5",
+         "native and interpolated sizes, and the student's tokens after each chosen block (any order, negative and "
+         "repeated indices; torch_ref takes them by forward hooks) vs torch <= 1e-5",
          [("test_intermediate", "max_abs_diff", "DINOv2 tokens max|Δ|")], "Critical"),
     item("9.3", "Token dimension alignment",
          [LOSS + "test_resize_tokens", LOSS + "test_ss_distillation_loss",

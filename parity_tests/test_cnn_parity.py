@@ -221,6 +221,29 @@ def test_float64_gradients_every_parameter(mnist_pair, record_property):
     assert diff <= GRAD_REL_TOL * scale
 
 
+def test_negative_control_block_table_stride_moved(mnist_pair, monkeypatch, record_property):
+    """torch_ref builds its blocks from SPEC §1's stage description, jaxkd from its own (in, out, stride) table. A
+    table with the stride of RB(32→64, s2) dropped has the same parameters and state-dict keys (the shortcut stays:
+    the width changes), so the counts cannot see it, but the eval logits vs torch_ref miss by > 5x the tolerance."""
+    import jaxkd.models.cnn as jcnn
+
+    table = list(jcnn._BLOCKS["mnist"])
+    assert table[2] == (32, 64, 2)
+    table[2] = (32, 64, 1)
+    monkeypatch.setitem(jcnn._BLOCKS, "mnist", table)
+    wrong = AdaptiveCNN(variant="mnist", in_channels=1, num_classes=10, rngs=nnx.Rngs(0))
+    assert torch_state_dict_shapes(wrong) == {k: tuple(v.shape) for k, v in mnist_pair.sd.items()}
+    torch_to_jax(wrong, mnist_pair.sd).eval()
+    x = _images("mnist", seed=1)
+    t = copy.deepcopy(mnist_pair.torch).eval()
+    with torch.no_grad():
+        lt = t(_to_nchw(x)).numpy()
+    diff = float(np.max(np.abs(lt - np.asarray(_fwd(wrong, jnp.asarray(x))))))
+    print(f"[mnist] stride-moved block table: eval max|diff| = {diff:.3e}")
+    record_property("stride_moved_max_abs_diff", diff)
+    assert diff > 5 * FP32_TOL
+
+
 def test_negative_control_biased_running_var(record_property):
     """flax nnx.BatchNorm (biased running var) fails the running-var comparison that jaxkd BatchNorm passes."""
     rng = np.random.default_rng(5)

@@ -239,7 +239,14 @@ def test_distillation_loss(kd, with_dist, b):
     _, p32 = tl.distillation_loss(*(torch.tensor(a) for a in (c, d, y, t)), **kw)
     for key in ("ce", "kd"):
         check(name, "value", parts[key], p32[key])
-    differs(val, 0.3 * p32["ce"] + 0.7 * p32["kd"])  # α on the wrong term
+    # negative controls: α on the wrong term; τ instead of τ² (soft); the KD term on the class head (with a
+    # distillation token)
+    differs(val, 0.3 * p32["ce"] + 0.7 * p32["kd"])
+    if kd == "soft":
+        differs(val, 0.7 * p32["ce"] + 0.3 * p32["kd"] / kw["tau"])
+    if with_dist:
+        kd_cls = tl.distillation_loss(*(torch.tensor(a) for a in (c, c, y, t)), **kw)[1]["kd"]
+        differs(val, 0.7 * p32["ce"] + 0.3 * kd_cls)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])

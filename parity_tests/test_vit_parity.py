@@ -314,6 +314,25 @@ def test_resized_pos_embed_matches_torch_interpolation(record_property):
 
 
 # ----------------------------------------------------------------------------------------------- negative controls
+def test_token_layers_any_order_negative_and_repeated(record_property):
+    """``forward_heads(token_layers=...)`` with indices out of order, negative and repeated, depth 3: each returned
+    block vs torch_ref, whose blocks come from forward hooks on ``self.blocks[i]`` (not a copy of jaxkd's layer
+    loop): <= TOL. Negative control: torch_ref's blocks one layer later ((i + 1) mod depth) miss by > TOL each."""
+    t, j = _build("deit_cifar", depth=3, seed=4)
+    t.eval(), j.eval()
+    x = _images("deit_cifar", seed=4, batch=2)
+    layers = (2, -3, 1, -1, 0, 1)
+    got = _jax_heads(j, x, layers)
+    d = _diffs(_torch_heads(t, x, layers), got)
+    shifted = _torch_heads(t, x, tuple((i + 1) % 3 for i in layers))
+    off_by_one = [float(np.max(np.abs(a - b))) for a, b in zip(got["blocks"], shifted["blocks"])]
+    print(f"[token layers {layers}] max|diff| {_worst(d):.2e}; one layer later: min {min(off_by_one):.2e}")
+    record_property("max_abs_diff", _worst(d))
+    record_property("off_by_one_min", min(off_by_one))
+    assert _worst(d) <= TOL, d
+    assert min(off_by_one) > TOL
+
+
 def test_negative_controls_exceed_tolerance(record_property):
     t, j = _build("deit_cifar", depth=2, seed=7)
     t.eval(), j.eval()

@@ -1,21 +1,34 @@
-"""Reference augmentations: torchvision's PIL backend rebuilt on Pillow, and the peer's torch/numpy formulas.
+"""Reference augmentations: torchvision's own transforms (PIL backend), and the peer's torch/numpy formulas.
 
-Mirrors ``jaxkd.data.augment`` (and its helpers ``image_ops`` / ``autoaugment`` / ``augment_mix``). torchvision is not
-installed here, so its PIL code paths are written out with Pillow calls and Python floats exactly as torchvision
-calls them (``_apply_op``, ``_augmentation_space``, ``_get_inverse_affine_matrix``, ``F_pil.*``); magnitude bins use
-``torch.linspace``. Cutout / MixUp / CutMix are the peer's per-sample formulas (SPEC §5) on NCHW torch tensors,
-given the random draws (centre, lambda, box) so that they can be compared exactly.
+Mirrors ``jaxkd.data.augment`` (and its helpers ``image_ops`` / ``autoaugment`` / ``augment_mix``) by name. The
+torchvision half is torchvision itself (the test extra installs it, see ``_torchvision``): the AutoAugment policy
+tables are ``AutoAugment(policy).policies``, magnitudes ``_augmentation_space``, ops ``_apply_op``, the affine matrix
+``F._get_inverse_affine_matrix`` inside ``F.affine``, and AutoAugment / RandAugment / ColorJitter / RandomCrop run
+their own ``forward`` with their random draws replaced by the given ones (``get_params``, or the ``torch.randint``
+calls of ``RandAugment.forward``). The original project called these transforms with their defaults (SPEC.md §5;
+interpolation NEAREST, fill 0), so nothing is adapted. Cutout / MixUp / CutMix are the peer's per-sample formulas
+(SPEC §5) on NCHW torch tensors, given the random draws (centre, lambda, box) so that they can be compared exactly.
 """
 
 from __future__ import annotations
 
-import math
+from unittest import mock
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
+
+from torch_ref import _torchvision
+
+_torchvision.load()
+from torchvision import transforms as T
+from torchvision.transforms import autoaugment as tv_autoaugment
+from torchvision.transforms import functional as TF
+from torchvision.transforms.functional import InterpolationMode
 
 # ----------------------------------------------------------------------------------------------- torchvision (PIL)
+
+_INTERPOLATION = {Image.NEAREST: InterpolationMode.NEAREST, Image.BILINEAR: InterpolationMode.BILINEAR}
 
 
 def to_pil(img: np.ndarray) -> Image.Image:
@@ -30,152 +43,71 @@ def from_pil(img: Image.Image) -> np.ndarray:
     return a[..., None] if a.ndim == 2 else a
 
 
-def _fill(img: Image.Image) -> dict:
-    # torchvision _parse_fill(None): fill 0 for every band
-    return {"fillcolor": 0 if len(img.getbands()) == 1 else (0,) * len(img.getbands())}
-
-
-def get_inverse_affine_matrix(center, angle, translate, scale, shear) -> list[float]:
-    """torchvision ``_get_inverse_affine_matrix`` (float64)."""
-    rot = math.radians(angle)
-    sx, sy = [math.radians(s) for s in shear]
-    cx, cy = center
-    tx, ty = translate
-    a = math.cos(rot - sy) / math.cos(sy)
-    b = -math.cos(rot - sy) * math.tan(sx) / math.cos(sy) - math.sin(rot)
-    c = math.sin(rot - sy) / math.cos(sy)
-    d = -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot)
-    matrix = [d, -b, 0.0, -c, a, 0.0]
-    matrix = [x / scale for x in matrix]
-    matrix[2] += matrix[0] * (-cx - tx) + matrix[1] * (-cy - ty)
-    matrix[5] += matrix[3] * (-cx - tx) + matrix[4] * (-cy - ty)
-    matrix[2] += cx
-    matrix[5] += cy
-    return matrix
+get_inverse_affine_matrix = TF._get_inverse_affine_matrix  # torchvision's, used by F.affine below
 
 
 def affine(img: Image.Image, angle: float, translate, scale: float, shear, center=None,
            resample=Image.NEAREST) -> Image.Image:
-    """torchvision ``F.affine`` on PIL: centre (w/2, h/2) unless given, fill 0."""
-    w, h = img.size
-    if center is None:
-        center = [w * 0.5, h * 0.5]
-    matrix = get_inverse_affine_matrix(center, angle, translate, scale, shear)
-    return img.transform(img.size, Image.AFFINE, matrix, resample, **_fill(img))
+    """torchvision ``F.affine`` on PIL (fill None = 0; centre (w/2, h/2) unless given)."""
+    return TF.affine(img, angle=angle, translate=list(translate), scale=scale, shear=list(shear),
+                     interpolation=_INTERPOLATION[resample], fill=None, center=center)
 
 
 def rotate(img: Image.Image, angle: float, resample=Image.NEAREST) -> Image.Image:
-    """torchvision ``F.rotate`` on PIL (expand False, centre None, fill 0)."""
-    return img.rotate(angle, resample, False, None, **_fill(img))
+    """torchvision ``F.rotate`` on PIL (expand False, centre None, fill None = 0)."""
+    return TF.rotate(img, angle, interpolation=_INTERPOLATION[resample])
 
 
 def random_crop(img: Image.Image, top: int, left: int, padding: int) -> Image.Image:
-    """torchvision RandomCrop(size, padding) given its offsets: ``F.pad`` (ImageOps.expand, fill 0) then crop."""
+    """torchvision ``RandomCrop(size, padding)`` (fill 0) whose drawn offsets are (top, left)."""
     w, h = img.size
-    padded = ImageOps.expand(img, border=padding, fill=0)
-    return padded.crop((left, top, left + w, top + h))
+    crop = T.RandomCrop((h, w), padding=padding)
+    crop.get_params = lambda _img, size: (int(top), int(left), *size)
+    return crop(img)
 
 
 def hflip(img: Image.Image) -> Image.Image:
-    return img.transpose(Image.FLIP_LEFT_RIGHT)
+    return TF.hflip(img)
 
 
 def adjust_brightness(img, f):
-    return ImageEnhance.Brightness(img).enhance(f)
+    return TF.adjust_brightness(img, f)
 
 
 def adjust_contrast(img, f):
-    return ImageEnhance.Contrast(img).enhance(f)
+    return TF.adjust_contrast(img, f)
 
 
 def adjust_saturation(img, f):
-    return ImageEnhance.Color(img).enhance(f)
+    return TF.adjust_saturation(img, f)
 
 
 def adjust_sharpness(img, f):
-    return ImageEnhance.Sharpness(img).enhance(f)
+    return TF.adjust_sharpness(img, f)
 
 
 def adjust_hue(img: Image.Image, hue_factor: float) -> Image.Image:
-    """torchvision ``F_pil.adjust_hue``; ``np.uint8(hue_factor * 255)`` written as numpy 1.x evaluated it
-    (truncate toward zero, wrap modulo 256), since numpy 2 refuses negative values."""
-    if not -0.5 <= hue_factor <= 0.5:
-        raise ValueError(f"hue_factor ({hue_factor}) is not in [-0.5, 0.5].")
-    if img.mode in {"L", "1", "I", "F"}:
-        return img
-    h, s, v = img.convert("HSV").split()
-    np_h = np.array(h, dtype=np.uint8)
-    np_h += np.uint8(int(hue_factor * 255) % 256)
-    h = Image.fromarray(np_h, "L")
-    return Image.merge("HSV", (h, s, v)).convert(img.mode)
+    return TF.adjust_hue(img, hue_factor)
 
 
 def color_jitter(img: Image.Image, order, factors, enabled=(True, True, True, True)) -> Image.Image:
-    """torchvision ColorJitter.forward given fn_idx = ``order`` and the 4 drawn factors (b, c, s, h)."""
-    fns = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
-    for i in order:
-        if enabled[int(i)]:
-            img = fns[int(i)](img, float(factors[int(i)]))
-    return img
+    """torchvision ``ColorJitter.forward`` whose draws are fn_idx = ``order`` and the factors (b, c, s, h); an op
+    not ``enabled`` has factor None (its jitter 0), as torchvision's ``get_params`` returns it."""
+    jitter = T.ColorJitter()
+    drawn = [float(f) if on else None for f, on in zip(factors, enabled)]
+    jitter.get_params = lambda *_ranges: (torch.tensor(np.array(order, np.int64)), *drawn)
+    return jitter(img)
 
 
 def augmentation_space(num_bins: int, image_size, randaugment: bool) -> dict:
-    """torchvision ``_augmentation_space(num_bins, image_size=(height, width))`` (Identity only for RandAugment,
-    Invert only for AutoAugment)."""
-    height, width = image_size
-    space = {
-        "ShearX": (torch.linspace(0.0, 0.3, num_bins), True),
-        "ShearY": (torch.linspace(0.0, 0.3, num_bins), True),
-        "TranslateX": (torch.linspace(0.0, 150.0 / 331.0 * width, num_bins), True),
-        "TranslateY": (torch.linspace(0.0, 150.0 / 331.0 * height, num_bins), True),
-        "Rotate": (torch.linspace(0.0, 30.0, num_bins), True),
-        "Brightness": (torch.linspace(0.0, 0.9, num_bins), True),
-        "Color": (torch.linspace(0.0, 0.9, num_bins), True),
-        "Contrast": (torch.linspace(0.0, 0.9, num_bins), True),
-        "Sharpness": (torch.linspace(0.0, 0.9, num_bins), True),
-        "Posterize": (8 - (torch.arange(num_bins) / ((num_bins - 1) / 4)).round().int(), False),
-        "Solarize": (torch.linspace(255.0, 0.0, num_bins), False),
-        "AutoContrast": (torch.tensor(0.0), False),
-        "Equalize": (torch.tensor(0.0), False),
-    }
-    if randaugment:
-        return {"Identity": (torch.tensor(0.0), False), **space}
-    return {**space, "Invert": (torch.tensor(0.0), False)}
+    """torchvision ``RandAugment._augmentation_space`` (with Identity, no Invert) or ``AutoAugment``'s (Invert)."""
+    owner = T.RandAugment() if randaugment else T.AutoAugment()
+    return owner._augmentation_space(num_bins, tuple(image_size))
 
 
 def apply_op(img: Image.Image, op_name: str, magnitude: float) -> Image.Image:
-    """torchvision ``_apply_op`` (PIL, NEAREST, fill None -> 0)."""
-    if op_name == "ShearX":
-        return affine(img, 0.0, [0, 0], 1.0, [math.degrees(math.atan(magnitude)), 0.0], center=[0, 0])
-    if op_name == "ShearY":
-        return affine(img, 0.0, [0, 0], 1.0, [0.0, math.degrees(math.atan(magnitude))], center=[0, 0])
-    if op_name == "TranslateX":
-        return affine(img, 0.0, [int(magnitude), 0], 1.0, [0.0, 0.0])
-    if op_name == "TranslateY":
-        return affine(img, 0.0, [0, int(magnitude)], 1.0, [0.0, 0.0])
-    if op_name == "Rotate":
-        return rotate(img, magnitude)
-    if op_name == "Brightness":
-        return adjust_brightness(img, 1.0 + magnitude)
-    if op_name == "Color":
-        return adjust_saturation(img, 1.0 + magnitude)
-    if op_name == "Contrast":
-        return adjust_contrast(img, 1.0 + magnitude)
-    if op_name == "Sharpness":
-        return adjust_sharpness(img, 1.0 + magnitude)
-    if op_name == "Posterize":
-        return ImageOps.posterize(img, int(magnitude))
-    if op_name == "Solarize":
-        return ImageOps.solarize(img, magnitude)
-    if op_name == "AutoContrast":
-        return ImageOps.autocontrast(img)
-    if op_name == "Equalize":
-        return ImageOps.equalize(img)
-    if op_name == "Invert":
-        return ImageOps.invert(img)
-    if op_name == "Identity":
-        return img
-    raise ValueError(f"The provided operator {op_name} is not recognized.")
+    """torchvision ``_apply_op`` on PIL (NEAREST, fill None = 0)."""
+    return tv_autoaugment._apply_op(img, op_name, magnitude, interpolation=InterpolationMode.NEAREST, fill=None)
 
 
 def op_magnitude(op_name: str, bin_index: int | None, negate: bool, num_bins: int, image_size,
@@ -187,46 +119,43 @@ def op_magnitude(op_name: str, bin_index: int | None, negate: bool, num_bins: in
 
 
 def randaugment(img: Image.Image, ops, negates, magnitude: int = 9, num_bins: int = 31) -> Image.Image:
-    """torchvision RandAugment.forward given the drawn op indices and signs."""
-    names = list(augmentation_space(num_bins, (img.size[1], img.size[0]), True))
-    for op, neg in zip(ops, negates):
-        name = names[int(op)]
-        img = apply_op(img, name, op_magnitude(name, magnitude, bool(neg), num_bins, (img.size[1], img.size[0]), True))
-    return img
+    """torchvision ``RandAugment(len(ops), magnitude, num_bins).forward`` whose ``torch.randint`` draws are the op
+    indices ``ops`` and, for signed ops, the signs (1 = negate, as ``if signed and torch.randint(2, (1,))``)."""
+    ra = T.RandAugment(num_ops=len(ops), magnitude=int(magnitude), num_magnitude_bins=num_bins)
+    n_ops = len(ra._augmentation_space(num_bins, (img.size[1], img.size[0])))
+    ops, negates = [int(o) for o in ops], [int(bool(s)) for s in negates]
+    drawn: list[int] = []
+
+    def scripted_randint(high, size, *args, **kwargs):
+        if high == n_ops:  # the op of the next round
+            drawn.append(ops[len(drawn)])
+            return torch.tensor([drawn[-1]])
+        assert high == 2 and drawn, ("unexpected torch.randint call in RandAugment.forward", high)
+        return torch.tensor([negates[len(drawn) - 1]])
+
+    with mock.patch.object(tv_autoaugment.torch, "randint", scripted_randint):
+        out = ra(img)
+    assert len(drawn) == len(ops)
+    return out
 
 
-CIFAR10_POLICY = [
-    (("Invert", 0.1, None), ("Contrast", 0.2, 6)), (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
-    (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)), (("ShearY", 0.5, 8), ("TranslateY", 0.7, 9)),
-    (("AutoContrast", 0.5, None), ("Equalize", 0.9, None)), (("ShearY", 0.2, 7), ("Posterize", 0.3, 7)),
-    (("Color", 0.4, 3), ("Brightness", 0.6, 7)), (("Sharpness", 0.3, 9), ("Brightness", 0.7, 9)),
-    (("Equalize", 0.6, None), ("Equalize", 0.5, None)), (("Contrast", 0.6, 7), ("Sharpness", 0.6, 5)),
-    (("Color", 0.7, 7), ("TranslateX", 0.5, 8)), (("Equalize", 0.3, None), ("AutoContrast", 0.4, None)),
-    (("TranslateY", 0.4, 3), ("Sharpness", 0.2, 6)), (("Brightness", 0.9, 6), ("Color", 0.2, 8)),
-    (("Solarize", 0.5, 2), ("Invert", 0.0, None)), (("Equalize", 0.2, None), ("AutoContrast", 0.6, None)),
-    (("Equalize", 0.2, None), ("Equalize", 0.6, None)), (("Color", 0.9, 9), ("Equalize", 0.6, None)),
-    (("AutoContrast", 0.8, None), ("Solarize", 0.2, 8)), (("Brightness", 0.1, 3), ("Color", 0.7, 0)),
-    (("Solarize", 0.4, 5), ("AutoContrast", 0.9, None)), (("TranslateY", 0.9, 9), ("TranslateY", 0.7, 9)),
-    (("AutoContrast", 0.9, None), ("Solarize", 0.8, 3)), (("Equalize", 0.8, None), ("Invert", 0.1, None)),
-    (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, None)),
-]
+POLICIES = {name: [tuple(sub) for sub in T.AutoAugment(tv_autoaugment.AutoAugmentPolicy(name)).policies]
+            for name in ("cifar10", "imagenet", "svhn")}  # torchvision's own tables
+CIFAR10_POLICY = POLICIES["cifar10"]
 
 
-def autoaugment(img: Image.Image, policy_id: int, probs, negates, policy=CIFAR10_POLICY) -> Image.Image:
-    """torchvision AutoAugment.forward given ``get_params`` draws (sign 'negate' = torchvision's signs[i] == 0)."""
-    size = (img.size[1], img.size[0])
-    for i, (name, p, mag_id) in enumerate(policy[int(policy_id)]):
-        if torch.tensor(float(probs[i]), dtype=torch.float32) <= p:
-            img = apply_op(img, name, op_magnitude(name, mag_id, bool(negates[i]), 10, size, False))
-    return img
+def autoaugment(img: Image.Image, policy_id: int, probs, negates, policy: str = "cifar10") -> Image.Image:
+    """torchvision ``AutoAugment(policy).forward`` whose ``get_params`` draws are ``policy_id``, ``probs`` (float32)
+    and signs = 1 - negate (torchvision negates a signed magnitude when signs[i] == 0)."""
+    aa = T.AutoAugment(tv_autoaugment.AutoAugmentPolicy(policy))
+    signs = torch.tensor([0 if bool(n) else 1 for n in negates])
+    aa.get_params = lambda n: (int(policy_id), torch.tensor(np.array(probs, np.float32)), signs)
+    return aa(img)
 
 
 def to_tensor_normalize(img: np.ndarray, mean, std) -> torch.Tensor:
     """torchvision ToTensor + Normalize on uint8 (H, W, C): float32 (C, H, W) = (x / 255 - mean) / std."""
-    t = torch.from_numpy(np.array(np.asarray(img, np.uint8).transpose(2, 0, 1))).to(torch.float32).div(255)
-    m = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    return t.sub(m).div(s)
+    return TF.normalize(TF.to_tensor(to_pil(img)), list(mean), list(std))
 
 
 # ----------------------------------------------------------------------------------------------- peer formulas

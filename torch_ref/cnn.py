@@ -1,7 +1,10 @@
 """AdaptiveCNN (SE-ResNet teacher) in plain PyTorch, NCHW, with the original project's module names.
 
-Mirror of ``jaxkd.models.cnn``; ``state_dict()`` keys/shapes equal PEER_CHECKPOINTS.md
-(mnist: 106 entries / 709,034 parameters, cifar: 182 / 17,629,514). PyTorch default initialisation.
+Mirror of ``jaxkd.models.cnn`` by name, written from SPEC.md §1 rather than from jaxkd: the layout is the spec's own
+description (stem width, then stages of width x blocks, "the first block of each new stage stride 2", the head's
+hidden width as the spec states it), expanded into blocks here, not jaxkd's (in, out, stride) table.
+``state_dict()`` keys/shapes equal PEER_CHECKPOINTS.md (mnist: 106 entries / 709,034 parameters, cifar: 182 /
+17,629,514, the counts SPEC §1 states). PyTorch default initialisation.
 """
 
 from __future__ import annotations
@@ -9,15 +12,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-BLOCKS = {
-    "mnist": [(32, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2), (128, 128, 1)],
-    "cifar": [
-        (64, 64, 1), (64, 64, 1),
-        (64, 128, 2), (128, 128, 1), (128, 128, 1),
-        (128, 256, 2), (256, 256, 1), (256, 256, 1),
-        (256, 512, 2), (512, 512, 1), (512, 512, 1),
-    ],
+# SPEC.md §1 as written there. mnist: "stem conv3x3 1→32 + BN + ReLU + MaxPool 2; RB32, RB32, RB(32→64, s2), RB64,
+# RB(64→128, s2), RB128; GAP; Linear 128→64, ReLU, Dropout 0.3, Linear 64→10". cifar: "stem conv3x3 3→64 + BN + ReLU
+# (no pool); stages 64×2, 128×3, 256×3, 512×3, the first block of each new stage stride 2; GAP; Linear 512→256, ...".
+ARCHITECTURES = {
+    "mnist": {"stem": 32, "pool": True, "stages": [(32, 2), (64, 2), (128, 2)], "hidden": 64},
+    "cifar": {"stem": 64, "pool": False, "stages": [(64, 2), (128, 3), (256, 3), (512, 3)], "hidden": 256},
 }
+
+
+def residual_blocks(stem: int, stages, use_se: bool = True) -> list:
+    """The residual blocks of ``stages`` [(width, blocks), ...] after a stem of width ``stem``: each block reads the
+    previous one's width; the first block of every stage after the first has stride 2."""
+    blocks, width = [], stem
+    for s, (out, count) in enumerate(stages):
+        for k in range(count):
+            blocks.append(ResidualBlock(width, out, 2 if (s > 0 and k == 0) else 1, use_se))
+            width = out
+    return blocks
 
 
 class SEBlock(nn.Module):
@@ -68,22 +80,18 @@ class AdaptiveCNN(nn.Module):
     def __init__(self, variant: str = "mnist", in_channels: int = 1, num_classes: int = 10,
                  head_dropout: float = 0.3, use_se: bool = True):
         super().__init__()
-        blocks = BLOCKS[variant]
-        c0 = blocks[0][0]
+        arch = ARCHITECTURES[variant]
+        c0 = arch["stem"]
         stem = [nn.Conv2d(in_channels, c0, 3, 1, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU()]
-        if variant == "mnist":
+        if arch["pool"]:
             stem.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(
-            nn.Sequential(*stem),
-            *[ResidualBlock(i, o, s, use_se) for i, o, s in blocks],
-        )
+        self.features = nn.Sequential(nn.Sequential(*stem), *residual_blocks(c0, arch["stages"], use_se))
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        c = blocks[-1][1]
         self.classifier = nn.Sequential(
-            nn.Linear(c, c // 2),
+            nn.Linear(arch["stages"][-1][0], arch["hidden"]),
             nn.ReLU(),
             nn.Dropout(head_dropout),
-            nn.Linear(c // 2, num_classes),
+            nn.Linear(arch["hidden"], num_classes),
         )
 
     def features_map(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,28 +33,37 @@ def cross_entropy(logits, targets, label_smoothing=0.0, *, smooth_soft_targets=F
 
 
 def hard_distillation(student_logits, teacher_logits, label_smoothing=0.0):
-    return F.cross_entropy(student_logits, teacher_logits.argmax(dim=-1), label_smoothing=label_smoothing)
+    """SPEC §3: CE(y_dist, argmax(y_teacher)); the teacher's pseudo-labels are plain class indices."""
+    with torch.no_grad():
+        pseudo_labels = torch.max(teacher_logits, dim=-1).indices
+    return F.cross_entropy(student_logits.flatten(0, -2), pseudo_labels.flatten(), label_smoothing=label_smoothing)
 
 
 def soft_distillation(student_logits, teacher_logits, tau=3.0, normalize="batch"):
-    """τ²·KL(p_t‖p_s) summed, / B ('batch') or / B·K ('element', DeiT's code)."""
-    kl = F.kl_div(
-        F.log_softmax(student_logits / tau, dim=-1), F.log_softmax(teacher_logits / tau, dim=-1),
-        reduction="sum", log_target=True,
-    )
-    denom = student_logits.numel() if normalize == "element" else student_logits.shape[0]
-    return kl * tau * tau / denom
+    """SPEC §3: τ²·KL(p_t‖p_s), p = softmax(logits/τ), KL summed over classes, mean over the batch: torch's
+    ``F.kl_div(log p_s, log p_t, log_target=True)`` with its own 'batchmean' reduction (÷ B), further ÷ K for
+    ``normalize='element'`` (DeiT's code: ÷ B·K; torch's 'mean' reduction, which is that, is deprecated)."""
+    k = student_logits.shape[-1]
+    log_ps = F.log_softmax(student_logits.reshape(-1, k) / tau, dim=1)
+    log_pt = F.log_softmax(teacher_logits.reshape(-1, k) / tau, dim=1)
+    per_sample_mean = F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
+    return tau ** 2 * per_sample_mean / {"batch": 1, "element": k}[normalize]
+
+
+_KD = {"hard": lambda head, teacher, tau, normalize: hard_distillation(head, teacher),
+       "soft": soft_distillation}
 
 
 def distillation_loss(cls_logits, dist_logits, labels, teacher_logits, *, alpha=0.5, kind="hard", tau=3.0,
                       label_smoothing=0.0, smooth_soft_targets=False, normalize="batch"):
-    kd_logits = cls_logits if dist_logits is None else dist_logits
-    ce = cross_entropy(cls_logits, labels, label_smoothing, smooth_soft_targets=smooth_soft_targets)
-    if kind == "hard":
-        kd = hard_distillation(kd_logits, teacher_logits)
-    else:
-        kd = soft_distillation(kd_logits, teacher_logits, tau, normalize)
-    return (1.0 - alpha) * ce + alpha * kd, {"ce": ce, "kd": kd, "alpha": torch.tensor(float(alpha))}
+    """SPEC §3 (DeiT): (1−α)·CE(class head, labels) + α·KD(distillation head, teacher), the KD term on the class
+    head when the student has no distillation token; the mix is ``torch.lerp(CE, KD, α)``."""
+    terms = {
+        "ce": cross_entropy(cls_logits, labels, label_smoothing, smooth_soft_targets=smooth_soft_targets),
+        "kd": _KD[kind](cls_logits if dist_logits is None else dist_logits, teacher_logits, tau, normalize),
+    }
+    total = torch.lerp(terms["ce"], terms["kd"], float(alpha))
+    return total, {**terms, "alpha": torch.tensor(float(alpha))}
 
 
 def alpha_at(epoch, num_epochs, schedule="constant", alpha=0.5, alpha_start=0.0, alpha_end=0.5, warmup_epochs=0):
@@ -127,28 +136,40 @@ def gram_loss(x, y, eps=1e-8):
     return F.mse_loss(xn @ xn.transpose(1, 2), yn @ yn.transpose(1, 2))
 
 
+_TOKEN_LOSSES = {  # ℓ(projected student tokens, projected teacher tokens), SPEC §3 and its options
+    "cosine": lambda s, t, eps, sigma: 1.0 - F.cosine_similarity(s, t, dim=-1, eps=eps).mean(),
+    "mse": lambda s, t, eps, sigma: F.mse_loss(s, t),
+    "cka_linear": lambda s, t, eps, sigma: 1.0 - linear_cka(s, t, eps).mean(),
+    "cka_rbf": lambda s, t, eps, sigma: 1.0 - rbf_cka(s, t, sigma, eps).mean(),
+    "gram": lambda s, t, eps, sigma: gram_loss(s, t, eps),
+}
+
+
+def _teacher_side(teacher_mode, teacher_projectors, n_layers):
+    """One map per layer for the teacher tokens: the projector ('trainable', the peer), the projector cut off from
+    autograd ('frozen'), or nothing ('identity')."""
+    if teacher_mode == "identity":
+        return [nn.Identity()] * n_layers
+    if teacher_mode == "frozen":
+        return [lambda z, m=m: m(z).detach() for m in teacher_projectors]
+    return list(teacher_projectors)
+
+
 def token_representation_loss(student_tokens, teacher_tokens, student_projectors=None, teacher_projectors=None, *,
                               loss_type="cosine", teacher_mode="trainable", eps=1e-8, rbf_sigma=1.0):
-    """Mean over layers of the per-layer loss between projected student and teacher tokens (B, N, D)."""
+    """SPEC §3: L_tok = (1/|layers|)·Σ_l ℓ(P_s^l(z_s^l), P_t^l(z_t^l)), tokens (B, N, D) per layer: the per-layer
+    losses stacked into one (L,) tensor and averaged."""
     if torch.is_tensor(student_tokens):
         student_tokens, teacher_tokens = [student_tokens], [teacher_tokens]
-    losses = []
-    for i, (s, t) in enumerate(zip(student_tokens, teacher_tokens)):
-        ps = student_projectors[i](s) if student_projectors is not None else s
-        pt = t if teacher_mode == "identity" else teacher_projectors[i](t)
-        if teacher_mode == "frozen":
-            pt = pt.detach()
-        if loss_type == "cosine":
-            losses.append(1.0 - F.cosine_similarity(ps, pt, dim=-1, eps=eps).mean())
-        elif loss_type == "mse":
-            losses.append(F.mse_loss(ps, pt))
-        elif loss_type == "cka_linear":
-            losses.append(1.0 - linear_cka(ps, pt, eps).mean())
-        elif loss_type == "cka_rbf":
-            losses.append(1.0 - rbf_cka(ps, pt, rbf_sigma, eps).mean())
-        else:
-            losses.append(gram_loss(ps, pt, eps))
-    return sum(losses) / len(losses)
+    n_layers = len(student_tokens)
+    student_side = list(student_projectors) if student_projectors is not None else [nn.Identity()] * n_layers
+    per_layer = torch.stack([
+        _TOKEN_LOSSES[loss_type](project_s(z_s), project_t(z_t), eps, rbf_sigma)
+        for project_s, z_s, project_t, z_t in zip(student_side, student_tokens,
+                                                    _teacher_side(teacher_mode, teacher_projectors, n_layers),
+                                                    teacher_tokens, strict=True)
+    ])
+    return per_layer.mean()
 
 
 def correlation_matrix(tokens, pooled=True, eps=1e-12):

@@ -163,7 +163,6 @@ class DeiT(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def _features(self, x: torch.Tensor, token_layers=(), collect_attention: bool = False):
-        depth = len(self.blocks)
         if self.channel_expand is not None:
             x = self.channel_expand(x)
         x = self.patch_embed(x)
@@ -173,16 +172,28 @@ class DeiT(nn.Module):
             prefix.append(self.dist_token.expand(b, -1, -1))
         x = torch.cat(prefix + [x], dim=1)
         x = self.pos_drop(x + self.pos_embed)
-        feats, maps = {}, []
-        for i, blk in enumerate(self.blocks):
-            if collect_attention:
-                x, p = blk(x, return_attention=True)
-                maps.append(p)
-            else:
-                x = blk(x)
-            feats[i] = x
-        blocks = tuple(feats[int(i) % depth] for i in token_layers)
-        return self.norm(x), blocks, tuple(maps)
+        # the chosen blocks' outputs are taken by forward hooks on those blocks (ModuleList indexing: negative
+        # indices count from the end, out-of-range ones raise), one hook per requested position
+        taken = [None] * len(token_layers)
+
+        def keep(slot):
+            def hook(_module, _inputs, out):
+                taken[slot] = out[0] if isinstance(out, tuple) else out
+            return hook
+
+        handles = [self.blocks[int(i)].register_forward_hook(keep(slot)) for slot, i in enumerate(token_layers)]
+        maps = []
+        try:
+            for blk in self.blocks:
+                if collect_attention:
+                    x, p = blk(x, return_attention=True)
+                    maps.append(p)
+                else:
+                    x = blk(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return self.norm(x), tuple(taken), tuple(maps)
 
     def forward_heads(self, x: torch.Tensor, token_layers=()) -> dict:
         """x (B, C, H, W) -> dict(cls (B,K), dist (B,K) | None, tokens (B,T,D) after the final LN,
