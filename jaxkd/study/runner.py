@@ -33,12 +33,16 @@ __all__ = ["main", "run_study", "versions", "device_kind"]
 
 
 def versions() -> dict:
+    import jaxkd
+
     out = {}
-    for pkg in ("jax", "jaxlib", "flax", "jaxkd"):
+    for pkg in ("jax", "jaxlib", "flax"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = None
+    # Not metadata.version("jaxkd"): the distribution is jaxkd-distill (jaxkd on the index is another project).
+    out["jaxkd"] = jaxkd.__version__
     out["python"] = sys.version.split()[0]
     try:
         git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
