@@ -24,14 +24,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from jaxkd.errors import JaxkdError
 from jaxkd import config as config_lib
 from jaxkd import paths
+from jaxkd.errors import JaxkdError
 from jaxkd.interop import torch_pickle as tc
 from jaxkd.interop.fit import expected_shapes, fit_problems, load_torch_checkpoint  # noqa: F401  (re-export)
 
@@ -107,10 +107,9 @@ def _from_torch(cfg, spec: str, torch_path: str | os.PathLike, out_dir: str | os
                 log: Callable[[str], None] = print) -> Path:
     from flax import nnx
 
-    from jaxkd.train import checkpoint as ckpt_lib
     from jaxkd import interop, models
-    from jaxkd.train import reporting
-    from jaxkd.train import steps
+    from jaxkd.train import checkpoint as ckpt_lib
+    from jaxkd.train import reporting, steps
 
     out, src = Path(out_dir), Path(torch_path)
     _check_out_dir(out, force, [src])
@@ -175,8 +174,8 @@ def to_torch(workdir: str | os.PathLike, out_path: str | os.PathLike, *, force: 
     of {key: tensor}, loadable with the torch_ref model's ``load_state_dict(strict=True)``) or ``.safetensors``
     (float32 weights, int64 num_batches_tracked; metadata 'format': 'pt' and 'jaxkd_config': the config JSON).
     Refuses to overwrite an existing file unless ``force``. Returns the path written."""
-    from jaxkd.train import checkpoint as ckpt_lib
     from jaxkd import interop
+    from jaxkd.train import checkpoint as ckpt_lib
 
     out = Path(out_path)
     if out.suffix not in (".pth", ".pt", ".safetensors"):
@@ -214,8 +213,8 @@ def from_yaml(yaml_path: str | os.PathLike, out_py: str | os.PathLike, *, ignore
               devices: int = 1, mode: str = "auto", force: bool = False, command: str = ""):
     """Writes the jaxkd preset equivalent to the original project's YAML config; returns the loaded config.
 
-    See :mod:`jaxkd.interop.yaml_import` for the field mapping. Fields without a jaxkd equivalent raise ConfigError listing
-    them all, unless ``ignore_unsupported`` (then they are written as comments). ``devices``: the original's
+    See :mod:`jaxkd.interop.yaml_import` for the field mapping. Fields without a jaxkd equivalent raise ConfigError
+    listing them all, unless ``ignore_unsupported`` (then they are written as comments). ``devices``: the original's
     per-device batch_size is multiplied by it (jaxkd's batch is global). ``mode``: auto | supervised |
     distillation | ss. Refuses to overwrite ``out_py`` unless ``force``.
     """

@@ -11,11 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
 from jaxkd import paths, tasks
-from jaxkd.train import reporting
-from jaxkd.train import steps
+from jaxkd.train import checkpoint as ckpt_lib
+from jaxkd.train import reporting, steps
 
 __all__ = ["evaluate", "main"]
 

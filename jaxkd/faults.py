@@ -246,7 +246,8 @@ def main(argv=None) -> int:
     title = (f"# Fault campaign: {survived} of {len(killed)} kills survived ({args.processes} process"
              f"{'es' if args.processes > 1 else ''}, seed {args.seed})")
     text = (f"{title}\n\n`python -m jaxkd.faults --workdir {args.workdir} --kills {args.kills} --processes "
-            f"{args.processes} --seed {args.seed} --phases {','.join(phases)}` ({time.time() - t0:.0f} s). Run: `{' '.join(RUN_ARGS)}` with "
+            f"{args.processes} --seed {args.seed} --phases {','.join(phases)}` ({time.time() - t0:.0f} s). "
+            f"Run: `{' '.join(RUN_ARGS)}` with "
             f"steps slowed by {STEP_SLEEP_S} s; 'ok' = the rerun's params_sha256 and swa_params_sha256 equal the "
             f"uninterrupted run's.\n\n{_table(rows, args.processes)}\n")
     out = Path(args.out) if args.out else base / "faults.md"

@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
 from jaxkd import paths as paths_lib
+from jaxkd.train import checkpoint as ckpt_lib
 
 __all__ = ["load_image", "predict", "grad_cam", "attention_rollout", "main"]
 
@@ -108,7 +108,8 @@ def predict(workdir: str | Path, paths: list[str], explain: str | Path | None = 
     model, cfg = ckpt_lib.load(workdir)
     meta_file = workdir / "data.json"
     if not meta_file.is_file():
-        raise ckpt_lib.CheckpointError(f"{workdir}: no data.json; give a jaxkd workdir written by python -m jaxkd.train")
+        raise ckpt_lib.CheckpointError(
+            f"{workdir}: no data.json; give a jaxkd workdir written by python -m jaxkd.train")
     meta = json.loads(meta_file.read_text())
     images = np.stack([load_image(p, meta["image_shape"]) for p in paths])
     x = _normalise(images, meta)

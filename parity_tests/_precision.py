@@ -21,7 +21,8 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.extend.core as jex_core

@@ -223,7 +223,8 @@ ITEMS_1_4 = [
          "and parts (ce, tok, rel) vs torch_ref <= 1e-6 rel (rel <= 1e-5); control: L_rel in the wrong stage",
          [("", "^rel_value$|^rel_grad$", "max rel. Δ")], "Critical",
          "Token distillation never trains head_dist, yet the original's default `avg` inference averaged its random "
-         "logits in. jaxkd resolves vit.inference_mode to 'cls' for token distillation (jaxkd.train.loop.train, recorded "
+         "logits in. jaxkd resolves vit.inference_mode to 'cls' for token distillation (jaxkd.train.loop.train, "
+         "recorded "
          "in config.json); no option restores the averaging (use vit.distillation=false to drop the token)."),
     item("2.2", "Token representation loss",
          [LOSS + "test_token_representation_loss", LOSS + "test_token_representation_teacher_modes",
@@ -263,7 +264,8 @@ ITEMS_1_4 = [
     item("2.2", "Token interpolation",
          [LOSS + "test_resize_tokens", VIT + "test_bilinear_16_to_8_is_2x2_mean_pool",
           T_LOSS + "test_resize_16_to_8_is_2x2_mean_pool_and_identity_on_same_grid"],
-         ["jaxkd.losses.tokens:resize_tokens", "jaxkd.models.resize:resize_bilinear"], ["torch_ref.losses:resize_tokens"],
+         ["jaxkd.losses.tokens:resize_tokens",
+          "jaxkd.models.resize:resize_bilinear"], ["torch_ref.losses:resize_tokens"],
          "teacher grid → student grid, bilinear align_corners=False: vs torch_ref (F.interpolate) <= 1e-6 rel for "
          "16×16→8×8, 4×4→7×7, 4×6→3×5; 16→8 equals a 2×2 mean pool; controls: align_corners=True, antialias",
          [("", "^rel_value$", "max rel. Δ"), ("test_bilinear_16", "max_abs_diff", "vs 2×2 mean pool max|Δ|")],
@@ -280,7 +282,8 @@ ITEMS_1_4 = [
 ITEMS_1_4 += [
     # ------------------------------------------------------------------ 3.1 data parallelism (DDP / NCCL in JAX)
     item("3.1", "NCCL backend initialization",
-         [T_MP + "test_two_processes_with_coinciding_saves_match_one_process", T_PIPE + "test_two_processes_each_hold_only_their_shard"],
+         [T_MP + "test_two_processes_with_coinciding_saves_match_one_process",
+          T_PIPE + "test_two_processes_each_hold_only_their_shard"],
          ["jaxkd.train.loop:maybe_initialize_distributed", "jaxkd.data.pipeline:make_data_mesh"],
          ["—: torch_ref has no DDP (the original: dist.init_process_group('nccl'))"],
          "JAX equivalent: jax.distributed.initialize (JAXKD_COORDINATOR / JAXKD_NUM_PROCESSES / JAXKD_PROCESS_ID, or a "
@@ -315,7 +318,8 @@ ITEMS_1_4 += [
     item("3.2", "BF16: no GradScaler",
          [T_FEAT + "test_bf16_run_finishes_with_finite_loss", T_VIT + "test_bf16_compute_close_to_fp32",
           T_LAYERS + "test_batchnorm_bf16_compute_keeps_float32_stats", SPEC_DEFAULTS],
-         ["jaxkd.config.schema:precision", "jaxkd.train.steps:init_state"], ["—: the original used torch.autocast(bfloat16)"],
+         ["jaxkd.config.schema:precision",
+          "jaxkd.train.steps:init_state"], ["—: the original used torch.autocast(bfloat16)"],
          "use_amp + use_bf16: bf16 compute, fp32 parameters, BN statistics and logits, no loss scale in the state or "
          "metrics; first-step loss within 0.05 of fp32", deviation=BF16_DEV),
     item("3.2", "FP16: GradScaler required",

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
-from parity_tests.review_items import (BF16_DEV, CNN, DINO, LOSS, REL, SCHED, SPEC, SPEC_DEFAULTS, T_AUG, T_CFG, T_DIST,
-                                       T_FEAT, T_LAYERS, T_MP, T_OPTIM, T_PIPE, T_RES, T_TEACH, T_TRAIN, T_VIT, T_YAML,
-                                       TOKENS_256_DEV, TRAIN, VIT, Item, item)
+from parity_tests.review_items import (
+                                       BF16_DEV,
+                                       CNN,
+                                       DINO,
+                                       LOSS,
+                                       REL,
+                                       SCHED,
+                                       SPEC,
+                                       SPEC_DEFAULTS,
+                                       T_AUG,
+                                       T_CFG,
+                                       T_DIST,
+                                       T_FEAT,
+                                       T_LAYERS,
+                                       T_MP,
+                                       T_OPTIM,
+                                       T_PIPE,
+                                       T_RES,
+                                       T_TEACH,
+                                       T_TRAIN,
+                                       T_VIT,
+                                       T_YAML,
+                                       TOKENS_256_DEV,
+                                       TRAIN,
+                                       VIT,
+                                       Item,
+                                       item,
+)
 
 NO_EQUIVALENT = "jaxkd.interop.yaml_import:NO_EQUIVALENT"
 
@@ -30,7 +55,8 @@ ITEMS_5_9: list[Item] = [
          "Critical"),
     item("5.1", "Fused optimizers on H100",
          [T_YAML + "test_from_yaml_unsupported_fields", TRAIN + "test_twenty_steps_match_torch"],
-         ["jaxkd.train.steps:make_train_step@jax.jit", NO_EQUIVALENT], ["—: torch.optim(..., fused=True) in the original"],
+         ["jaxkd.train.steps:make_train_step@jax.jit",
+          NO_EQUIVALENT], ["—: torch.optim(..., fused=True) in the original"],
          "the optimiser update runs inside the one jitted train step (XLA fuses it on every platform) and matches "
          "torch's unfused update", severity="Low",
          deviation="No such field in jaxkd: the original's training.use_fused_optimizer has no equivalent (the fusion "
@@ -61,7 +87,8 @@ ITEMS_5_9: list[Item] = [
          [TRAIN + "test_twenty_steps_match_torch[adamw-accum2-deit]",
           TRAIN + "test_twenty_steps_match_torch[sgd-accum2-vit]",
           T_FEAT + "test_gradient_accumulation_steps"],
-         ["jaxkd.train.optim:make_optimizer@MultiSteps", "jaxkd.train.loop:_train@steps_per_epoch -= steps_per_epoch % accum"],
+         ["jaxkd.train.optim:make_optimizer@MultiSteps",
+          "jaxkd.train.loop:_train@steps_per_epoch -= steps_per_epoch % accum"],
          ["torch_ref.optim:train_steps@(i + 1) % accumulation"],
          "the optimiser (and the schedule) step on every k-th micro-batch only; an epoch is cut to a whole number of "
          "optimiser steps", [("accum2", "loss_max_abs_diff", "loss max|Δ|")]),
@@ -91,7 +118,8 @@ ITEMS_5_9: list[Item] = [
          [T_FEAT + "test_tf32_sets_the_default_matmul_precision"],
          ["jaxkd.train.loop:_train@use_tf32", "jaxkd.config.schema:base_config@use_tf32="],
          ["—: torch.backends.cuda.matmul.allow_tf32 in the original"],
-         "training.use_tf32 sets jax_default_matmul_precision='tensorfloat32', else 'float32' (full fp32 on GPUs whose XLA "
+         "training.use_tf32 sets jax_default_matmul_precision='tensorfloat32', else 'float32' (full fp32 on GPUs "
+         "whose XLA "
          "default is TF32; no effect on CPU); default false",
          severity="Low"),
     # ------------------------------------------------------------------ 7 configuration
@@ -154,7 +182,8 @@ ITEMS_5_9: list[Item] = [
          severity="Low"),
     item("8", "src/distillation.py", [LOSS + "test_ss_distillation_loss",
                                       DINO + "test_intermediate_tokens_match_torch"],
-         ["jaxkd/losses", "jaxkd/tasks/kd.py", "jaxkd/tasks/tokens.py", "jaxkd/tasks/teachers.py", "jaxkd/models/dinov2.py"],
+         ["jaxkd/losses", "jaxkd/tasks/kd.py", "jaxkd/tasks/tokens.py", "jaxkd/tasks/teachers.py",
+          "jaxkd/models/dinov2.py"],
          ["torch_ref/losses.py", "torch_ref/dinov2.py"],
          "losses, the two distillation tasks, teacher loading and the DINOv2 teacher", severity="Low"),
     item("8", "src/datasets.py", [T_AUG + "test_train_transform_end_to_end_matches_torchvision",
@@ -170,7 +199,8 @@ ITEMS_5_9: list[Item] = [
          "training curves, confusion matrix, classification report (and predict's explanations)", severity="Low"),
     # ------------------------------------------------------------------ 9 integration points
     item("9.1", "DDPTrainer correctly wraps models",
-         [T_TRAIN + "test_eight_devices_match_one", T_MP + "test_two_processes_with_coinciding_saves_match_one_process"],
+         [T_TRAIN + "test_eight_devices_match_one",
+          T_MP + "test_two_processes_with_coinciding_saves_match_one_process"],
          ["jaxkd.train.steps:replicate", "jaxkd.train.loop:_train@steps.replicate(state, mesh)"],
          ["—: torch_ref has no DDP"],
          "JAX equivalent of DDP: parameters and optimiser state replicated over the data mesh, the batch sharded on "
@@ -179,7 +209,8 @@ ITEMS_5_9: list[Item] = [
     item("9.1", "Loss functions handle both hard labels and soft labels",
          [LOSS + "test_cross_entropy_soft", LOSS + "test_distillation_loss",
           T_FEAT + "test_mixup_runs_on_soft_targets"],
-         ["jaxkd.tasks.supervised:Supervised.ce", "jaxkd.train.evaluators:batch_dict"], ["torch_ref.losses:cross_entropy"],
+         ["jaxkd.tasks.supervised:Supervised.ce",
+          "jaxkd.train.evaluators:batch_dict"], ["torch_ref.losses:cross_entropy"],
          "int labels and soft targets through cross_entropy and the KD losses <= 1e-6 rel; the trainer passes soft "
          "targets only when MixUp/CutMix made them", REL),
     item("9.1", "Checkpoint save/load maintains all necessary state",

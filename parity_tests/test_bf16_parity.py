@@ -55,8 +55,7 @@ from flax import nnx
 from jaxkd import config as config_lib
 from jaxkd import data as data_lib
 from jaxkd import interop, models, tasks
-from jaxkd.train import optim
-from jaxkd.train import steps
+from jaxkd.train import optim, steps
 from parity_tests import _precision
 from torch_ref import optim as torch_optim
 from torch_ref.vit import DeiT as TorchDeiT
@@ -240,7 +239,8 @@ def _torch_one_step(sd, x, y, bf16):
 
 
 def _jax_one_step(model, x, y):
-    """The trainer's step's loss function (jaxkd.train.steps: merge, task, differentiate w.r.t. the nnx.Param leaves)."""
+    """The trainer's step's loss function (jaxkd.train.steps: merge, task, differentiate w.r.t. the nnx.Param
+    leaves)."""
     gd_train, _, params, rest = steps.split_model(model)
     task = tasks.Supervised(0.1)
 

@@ -27,8 +27,7 @@ from flax import nnx
 
 from jaxkd import interop, tasks
 from jaxkd.tasks import kd as distill
-from jaxkd.train import optim
-from jaxkd.train import steps
+from jaxkd.train import optim, steps
 from parity_tests.test_training_parity import _batches, _cfg, _models
 from torch_ref import losses as tlosses
 from torch_ref import optim as torch_optim
@@ -47,7 +46,7 @@ def _no_mkldnn():
             yield
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _teacher_file(tmp_dir: str) -> str:
     """A torch_ref AdaptiveCNN ('mnist' variant, 3 channels, 5 classes) with non-trivial BatchNorm statistics."""
     torch.manual_seed(11)
@@ -82,7 +81,7 @@ def _data(kind: str):
     return xs, ys, clean
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jax_run(kind: str, tmp_dir: str):
     """jaxkd: losses, α per step and the final weights (torch layout) -- once per kind, shared by the controls."""
     cfg = _kd_cfg(kind, _teacher_file(tmp_dir))

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import functools
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from flax import nnx
 
-import jax
-import jax.numpy as jnp
-
 from jaxkd import config as config_lib
 from jaxkd import interop, tasks
-from jaxkd.train import optim
-from jaxkd.train import steps
 from jaxkd.models.vit import DeiT
+from jaxkd.train import optim, steps
 from jaxkd.train.evaluators import bn_recompute
 from torch_ref import optim as torch_optim
 from torch_ref.vit import DeiT as TorchDeiT
@@ -34,7 +32,7 @@ ARCH = dict(img_size=8, patch_size=2, in_channels=3, num_classes=5, embed_dim=32
 STEPS, BATCH, STEPS_PER_EPOCH = 20, 8, 4  # 5 epochs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jax_model(distillation: bool) -> DeiT:
     """Built once per architecture (eager NNX init costs seconds); every test reloads all its weights from torch."""
     return DeiT(distillation=distillation, inference_mode="cls", attention="plain", rngs=nnx.Rngs(1), **ARCH)
@@ -171,7 +169,7 @@ def test_swa_average_and_bn_recompute_match_swa_utils(record_property):
     rng = np.random.default_rng(5)
     # Three weight snapshots (perturbed copies), averaged by jaxkd's swa_update and by AveragedModel.
     snaps_j, snaps_t = [], []
-    for i in range(3):
+    for _ in range(3):
         noise = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape).astype(np.float32) * 0.05), params)
         p_i = jax.tree.map(jnp.add, params, noise)
         snaps_j.append(p_i)
@@ -189,7 +187,8 @@ def test_swa_average_and_bn_recompute_match_swa_utils(record_property):
     sd = avg_t.module.state_dict()
     diffs = {k: float(np.max(np.abs(exported[k].astype(np.float64) - sd[k].double().numpy()))) for k in sd}
     worst = max(diffs.values())
-    print(f"SWA + update_bn: max diff {worst:.2e} (running_var {max(v for k, v in diffs.items() if 'running_var' in k):.2e})")
+    var = max(v for k, v in diffs.items() if 'running_var' in k)
+    print(f"SWA + update_bn: max diff {worst:.2e} (running_var {var:.2e})")
     record_property("swa_bn_max_abs_diff", worst)
     assert worst < 1e-5, {k: v for k, v in diffs.items() if v >= 1e-5}
     # Negative control: running statistics kept by the ordinary momentum-0.1 update over the same batches (what a

@@ -36,8 +36,8 @@ from flax import nnx
 
 from jaxkd.interop import jax_to_torch, torch_state_dict_shapes, torch_to_jax
 from jaxkd.models import count_params as count_parameters
-from jaxkd.models.vit import DeiT, interpolate_pos_embed
 from jaxkd.models.resize import resize_bicubic, resize_bilinear
+from jaxkd.models.vit import DeiT, interpolate_pos_embed
 from torch_ref import vit as tvit
 
 TOL = 1e-5

@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -190,7 +190,8 @@ CASES = [
                                                   "--config.ss_distillation.teacher_img_size=100"],
       ["'ss_distillation.teacher_img_size' = 100", "multiple of the DINOv2 patch size 14 (e.g. 224)"]),
     C("config-unknown-preset-variant", "train", ["--config", "configs/quickstart.py:bogus", "--workdir", "{work}"],
-      ["config file 'configs/quickstart.py' failed in get_config('bogus')", "ValueError: unknown variant 'bogus' (known: smoke)"]),
+      ["config file 'configs/quickstart.py' failed in get_config('bogus')",
+       "ValueError: unknown variant 'bogus' (known: smoke)"]),
     C("config-file-name-error", "train", ["--config", "{tmp}/p.py", "--workdir", "{work}"],
       ["config file '{tmp}/p.py' failed in get_config(None) ({tmp}/p.py, line 3)",
        "NameError: name 'base' is not defined", "fix the file"], prep=lambda t: _preset(t, "    return base()")),

@@ -29,13 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from bad_input_cases import CASES, VIT_ARGS, Case
-
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINE = 1000  # "one clear line": longer is not readable

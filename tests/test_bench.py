@@ -151,7 +151,8 @@ def test_models_table_lists_every_variant_and_failures():
 def test_gpu_report_parses_pytest_output():
     from jaxkd.bench.gpu_report import _parse_pytest
 
-    done = "..F.s\nFAILED parity_tests/test_a.py::test_x[1] - AssertionError: big\n1 failed, 3 passed, 1 skipped in 9.1s"
+    done = ("..F.s\nFAILED parity_tests/test_a.py::test_x[1] - AssertionError: big\n"
+            "1 failed, 3 passed, 1 skipped in 9.1s")
     p = _parse_pytest(done)
     assert (p["passed"], p["failed"], p["skipped"], p["complete"]) == (3, 1, 1, True)
     assert p["failures"] == ["parity_tests/test_a.py::test_x[1]"]
@@ -186,7 +187,8 @@ def test_before_variants_change_one_model_instance_not_the_production_classes():
     import numpy as np
     from flax import nnx
 
-    from jaxkd import config as config_lib, models
+    from jaxkd import config as config_lib
+    from jaxkd import models
     from jaxkd.bench._jax_side import BEFORE, apply_before
     from jaxkd.models import attention, cnn, layers, vit
 
@@ -208,7 +210,8 @@ def test_before_variants_change_one_model_instance_not_the_production_classes():
 
 
 def test_report_renders_bench_md_from_json(tmp_path):
-    """BENCH.md is rendered from the benchmarks' --json files (and bench_results/quoted.json), not kept in docstrings."""
+    """BENCH.md is rendered from the benchmarks' --json files (and bench_results/quoted.json), not kept in
+    docstrings."""
     import argparse
 
     from jaxkd.bench import report

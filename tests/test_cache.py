@@ -60,7 +60,8 @@ def _entries(store: Path) -> set[str]:
 
 
 def test_second_run_compiles_nothing_new(tmp_path):
-    """The first run fills the cache; the same preset in another workdir finds every program there. Negative control: another learning rate is another program (the schedule
+    """The first run fills the cache; the same preset in another workdir finds every program there. Negative control:
+    another learning rate is another program (the schedule
     is a table in the step), so that run adds entries."""
     store = tmp_path / "xla"
     first = _train(tmp_path / "run1", store)

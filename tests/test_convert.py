@@ -26,10 +26,10 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
 from jaxkd.convert import ConvertError, data_meta, from_torch, main, to_torch
 from jaxkd.interop.torch_pickle import TorchCheckpointError, Unloaded, load_torch_file, state_dict_arrays
+from jaxkd.train import checkpoint as ckpt_lib
 from torch_ref import cnn as tcnn
 from torch_ref import vit as tvit
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxkd.data import DataError, load_arrays
-from jaxkd.data import tfds_builders
+from jaxkd.data import DataError, load_arrays, tfds_builders
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

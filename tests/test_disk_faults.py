@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_train import ROOT, TINY_VIT
 
 HARNESS = Path(__file__).with_name("_fault_harness.py")
@@ -110,8 +109,7 @@ def test_a_full_disk_under_the_metrics_file_is_one_line(tmp_path):
     still ends with one line that names the file and the checkpoint to resume from (status.json is advisory)."""
     import errno
 
-    from jaxkd.train import checkpoint
-    from jaxkd.train import reporting
+    from jaxkd.train import checkpoint, reporting
 
     e = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "metrics.jsonl"))
     msg = str(checkpoint.workdir_write_error(e, tmp_path, None))

@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxkd.train import checkpoint
 from jaxkd import config as config_lib
-from jaxkd.train import loop as train_lib
 from jaxkd.config import ConfigError
+from jaxkd.train import checkpoint
+from jaxkd.train import loop as train_lib
 
 QUIET = ["--config.logging.progress_bar=false"]
 
@@ -137,8 +137,7 @@ def test_projectors_learn_on_a_fixed_batch(tiny_dinov2, teacher_projector):
     from flax import nnx
 
     from jaxkd import models, tasks
-    from jaxkd.train import optim
-    from jaxkd.train import steps
+    from jaxkd.train import optim, steps
 
     cfg = config_lib.load("configs/deit_ss_cifar.py:smoke", QUIET + [
         f"--config.ss_distillation.teacher_checkpoint={tiny_dinov2}", "--config.data.source=digits",

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
+from test_pipeline import host, random_dataset
 
 from jaxkd.config import base_config
 from jaxkd.config.schema import apply_peer_augmentation
@@ -21,7 +22,6 @@ from jaxkd.data import DataError, DataPipeline, load_arrays
 from jaxkd.data.pipeline import HostImages, choose_placement
 from jaxkd.data.sources import save_npy_dir
 from jaxkd.data.spec import DataSpec
-from test_pipeline import host, random_dataset
 
 
 def _cifar_cfg(placement: str) -> ConfigDict:

@@ -206,7 +206,8 @@ def test_cnn_dropout_stochastic_in_jitted_train_step_and_eval_deterministic(mnis
     out2, state = step(graphdef, state, x)
     nnx.update(mnist_cnn, state)
     assert out1.dtype == jnp.float32 and out1.shape == (4, 10)
-    assert not np.allclose(np.asarray(out1), np.asarray(out2))  # same batch => same BN batch stats: only the dropout mask differs
+    # same batch => same BN batch stats: only the dropout mask differs
+    assert not np.allclose(np.asarray(out1), np.asarray(out2))
     assert int(mnist_cnn.features.layers[0].layers[1].num_batches_tracked[...]) == 2
     mnist_cnn.eval()
     fwd = nnx.jit(lambda m, xb: m(xb))
@@ -233,7 +234,8 @@ def test_cnn_bf16_compute_returns_float32_logits(mnist_cnn):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_relu_equals_max_with_zero_gradient_at_zero(dtype):
     """layers.relu (a select, for XLA's fusion) has jax.nn.relu's values and gradients: 0 below and at 0, x above,
-    gradient 0 at exactly 0 (torch's convention), NaN propagated; negative control: a select with the gradient 1 at 0."""
+    gradient 0 at exactly 0 (torch's convention), NaN propagated; negative control: a select with the gradient 1
+    at 0."""
     x = jnp.asarray([-3.0, -1e-30, -0.0, 0.0, 1e-30, 2.5, float("nan"), float("inf"), -float("inf")], dtype)
     np.testing.assert_array_equal(np.asarray(relu(x), np.float64), np.asarray(jax.nn.relu(x), np.float64))
     assert relu(x).dtype == x.dtype

@@ -1,7 +1,8 @@
 """Properties of jaxkd.losses (no torch): non-negativity, exact zeros, α-schedule endpoints, resize invariants,
 finiteness over the parity ranges, jit-compatibility and clear errors.
 
-Shapes are fixed per test (B ∈ {1, 6} for logits, B = 3 for tokens, K = 10, N = 16) and the functions are jitted once per configuration, so
+Shapes are fixed per test (B ∈ {1, 6} for logits, B = 3 for tokens, K = 10, N = 16) and the functions are jitted once
+per configuration, so
 hypothesis examples reuse compiled code.
 """
 
@@ -265,7 +266,7 @@ def _corr(s, t, tau):
 def test_correlation_nonnegative_zero_on_equal_and_finite(seed, tau, scale):
     b = 3  # (a batch of one: the parity suite checks B = 1 values, grads and finiteness)
     s, t = scale * _tokens(seed, b), scale * _tokens(seed + 1, b, offset=0.3)
-    for (pooled, *_), (val, grads), (same, sgrads) in zip(CORR_VARIANTS, _corr(s, t, tau), _corr(s, s, tau)):
+    for (_pooled, *_), (val, grads), (same, sgrads) in zip(CORR_VARIANTS, _corr(s, t, tau), _corr(s, s, tau)):
         assert _finite(val, grads) and float(val) >= -1e-6
         assert _finite(same, sgrads) and abs(float(same)) <= 1e-7
 

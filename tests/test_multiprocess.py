@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_train import ROOT, TINY_VIT
 
 # save_frequency 1: epoch 1 writes a periodic and a best checkpoint of step 3 (the first validation is always a

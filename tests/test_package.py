@@ -105,13 +105,15 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
     """Builds the wheel from a copy of the source tree (no build/ or egg-info left in the checkout), checks it holds
     every module of jaxkd/ and torch_ref/ (package discovery picks up new subpackages), installs it with --no-deps
     into a fresh venv that sees this environment's dependencies through a .pth line (nothing is downloaded: the
-    build backend is this environment's setuptools, which the test extra brings), and imports every module and runs jaxkd.train --help there from an empty working directory."""
+    build backend is this environment's setuptools, which the test extra brings), and imports every module and runs
+    jaxkd.train --help there from an empty working directory."""
     src = tmp_path / "src"
     shutil.copytree(_ROOT, src, ignore=_NOT_SOURCE)
     wheels = tmp_path / "wheels"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(src)],
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(wheels), str(src)],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     (wheel,) = wheels.glob("jaxkd_distill-*.whl")

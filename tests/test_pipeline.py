@@ -21,10 +21,20 @@ import pytest
 from ml_collections import ConfigDict
 
 from jaxkd.config import base_config
-from jaxkd.data import (DataError, DataPipeline, Dataset, epoch_permutation, load_arrays, normalization_stats,
-                        process_local_rows, split_validation)
+from jaxkd.data import (
+    DataError,
+    DataPipeline,
+    Dataset,
+    epoch_permutation,
+    load_arrays,
+    normalization_stats,
+    process_local_rows,
+    split_validation,
+)
 from jaxkd.data.spec import DataSpec
 
+# A generous collective timeout: under heavy load the device threads can take long to meet.
+COLLECTIVE_TIMEOUT = "--xla_cpu_collective_call_terminate_timeout_seconds=900"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -233,7 +243,8 @@ def test_from_config_with_preset(tmp_path):
 
 
 def test_process_local_rows_single_process():
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     from jaxkd.data import make_data_mesh
 
@@ -293,7 +304,8 @@ SHARDED_SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_over_8_devices_equals_single_device(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_cpu_collective_call_terminate_timeout_seconds=900", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {COLLECTIVE_TIMEOUT}",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     script = tmp_path / "sharded.py"
     script.write_text(SHARDED_SCRIPT.format(tests=str(ROOT / "tests")))
@@ -349,7 +361,8 @@ def test_two_processes_each_hold_only_their_shard(tmp_path, placement):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4 --xla_cpu_collective_call_terminate_timeout_seconds=900", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count=4 {COLLECTIVE_TIMEOUT}",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     script = tmp_path / "mp.py"
     script.write_text(MULTIPROCESS_SCRIPT.format(tests=str(ROOT / "tests")))

@@ -24,8 +24,8 @@ not (0.317 with warm-up 5 and lr 0.08: 140 steps of 32 images leave Adam no room
 from __future__ import annotations
 
 from jaxkd import config as config_lib
-from jaxkd.train import loop as train_lib
 from jaxkd.config import apply_peer_augmentation
+from jaxkd.train import loop as train_lib
 
 BATCH, STEPS_PER_EPOCH = 32, 7
 FIXED_LR, ORIGINAL_LR = 2e-3, 0.08

@@ -223,7 +223,8 @@ def test_different_config_refused_unless_force(finished, env, tmp_path):
 
 def test_resume_on_fewer_devices(env, tmp_path):
     """A checkpoint written with the batch split over 8 devices restores onto 1 device and finishes."""
-    eight = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_cpu_collective_call_terminate_timeout_seconds=900")
+    eight = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=8 "
+                                "--xla_cpu_collective_call_terminate_timeout_seconds=900")
     _start_and_kill(tmp_path, eight, when=lambda w: (Path(w) / "checkpoints" / "4").is_dir() and _steps_logged(w) >= 5)
     r = _finish(tmp_path, env)
     assert "resuming from step" in r.stdout

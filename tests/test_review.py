@@ -234,5 +234,5 @@ def test_empty_plan_is_an_error(tmp_path, capsys):
 def test_item_is_a_frozen_record():
     e = FAKE_ENTRIES[0]
     assert isinstance(e, Item) and e.tests == ("test_fake.py::test_ok",)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError
         e.section = "9"  # type: ignore[misc]

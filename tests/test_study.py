@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 
 from jaxkd.study import plan as plan_lib
-from jaxkd.study import run_study
-from jaxkd.study import stats
+from jaxkd.study import run_study, stats
 from jaxkd.study.suites import SUITES, Run, StudyError, Suite, get_suite, validate_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +124,8 @@ def test_results_json_schema_twins_and_deltas(study):
     # the students' configs: the teacher's workdir for the distilled run, no teacher for the baseline
     for seed in ("0", "1"):
         kd = json.loads((d / "deit_kd" / f"seed{seed}" / "config.json").read_text())
-        assert kd["distillation"]["enabled"] and Path(kd["distillation"]["teacher_checkpoint"]) == Path("q/teacher/seed0")
+        assert kd["distillation"]["enabled"]
+        assert Path(kd["distillation"]["teacher_checkpoint"]) == Path("q/teacher/seed0")
         base = json.loads((d / "vit" / f"seed{seed}" / "config.json").read_text())
         assert not base["distillation"]["enabled"] and not base["vit"]["distillation"]
 

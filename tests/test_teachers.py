@@ -18,8 +18,14 @@ from flax import nnx
 
 from jaxkd.interop import jax_to_torch
 from jaxkd.models.dinov2 import DinoVisionTransformer, pos_embed_interpolation_matrix, swiglu_hidden_features
-from jaxkd.tasks.teachers import (DINOV2_ARCHS, TeacherError, TeacherWeightsNotFound, dinov2_weights_url, load_dinov2,
-                            read_state_dict)
+from jaxkd.tasks.teachers import (
+    DINOV2_ARCHS,
+    TeacherError,
+    TeacherWeightsNotFound,
+    dinov2_weights_url,
+    load_dinov2,
+    read_state_dict,
+)
 
 TINY = dict(embed_dim=32, depth=3, num_heads=2, patch_size=14, img_size=56)
 

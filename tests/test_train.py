@@ -110,7 +110,8 @@ def test_eight_devices_match_one(tmp_path):
     """The same run on 8 simulated CPU devices (batch split 8 ways) and on 1 device: same loss and parameters."""
     one, eight = tmp_path / "one", tmp_path / "eight"
     # A generous collective timeout: under heavy load the 8 device threads can take long to meet.
-    flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_cpu_collective_call_terminate_timeout_seconds=900"}
+    flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 "
+                          "--xla_cpu_collective_call_terminate_timeout_seconds=900"}
     r1 = _run(["--config", "configs/quickstart.py", "--workdir", str(one), *TINY_VIT])
     r8 = _run(["--config", "configs/quickstart.py", "--workdir", str(eight), *TINY_VIT], flags)
     assert r1.returncode == 0, r1.stderr[-2000:]

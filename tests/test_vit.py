@@ -18,8 +18,8 @@ from flax import nnx
 
 import jaxkd.models.attention as attention_mod
 from jaxkd.models import count_params as count_parameters
-from jaxkd.models.vit import VARIANTS, DeiT, DropPath, drop_path_rates, interpolate_pos_embed
 from jaxkd.models.resize import interpolation_matrix, resize_bicubic, resize_bilinear
+from jaxkd.models.vit import VARIANTS, DeiT, DropPath, drop_path_rates, interpolate_pos_embed
 
 # the deit_cifar preset at depth 2: cheap to run, and its init ops are compiled once for the whole suite
 SMALL = dict(img_size=32, patch_size=4, in_channels=3, num_classes=10, embed_dim=192, depth=2, num_heads=3,

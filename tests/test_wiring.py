@@ -31,10 +31,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxkd import config as config_lib
 from jaxkd import models, tasks
 from jaxkd.tasks import kd as distill
 from jaxkd.tasks import tokens as distill_ss
-from jaxkd import config as config_lib
 
 TOL = 1e-5
 IMG_TOL = 1e-5
@@ -248,7 +248,7 @@ def _alpha(kind, epoch):
     return 0.0 if epoch < W else 0.1 + 0.6 * (1 - math.cos(math.pi * min(epoch - W, E - W) / (E - W))) / 2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kd_setup(kind: str):
     """(kind, task, teacher, student): one task (one compilation) per kind, shared by the KD tests."""
     cfg = _kd_cfg(kind, **KD_CFGS[kind])

@@ -13,14 +13,32 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from test_wiring import (
+    HW,
+    IMAGENET,
+    IMG_TOL,
+    MARGIN,
+    MEAN,
+    STD,
+    TOL,
+    B,
+    K,
+    _batch,
+    _call,
+    _cfg,
+    _far,
+    _heads,
+    _infer,
+    _record,
+    _spread_blocks,
+    _student,
+)
 
 from jaxkd import losses, models, tasks
-from jaxkd.train import checkpoint
 from jaxkd.interop import jax_to_torch
 from jaxkd.models.dinov2 import DinoVisionTransformer
 from jaxkd.models.vit import DeiT
-from test_wiring import (B, HW, IMAGENET, IMG_TOL, K, MARGIN, MEAN, STD, TOL, _batch, _call, _cfg, _far, _heads,
-                         _infer, _record, _spread_blocks, _student)
+from jaxkd.train import checkpoint
 
 # ------------------------------------------------------------------------------------------------ token distillation
 TOKEN_LAYERS = (0, 1)

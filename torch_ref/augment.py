@@ -20,11 +20,11 @@ from PIL import Image
 
 from torch_ref import _torchvision
 
-_torchvision.load()
-from torchvision import transforms as T
-from torchvision.transforms import autoaugment as tv_autoaugment
-from torchvision.transforms import functional as TF
-from torchvision.transforms.functional import InterpolationMode
+_torchvision.load()  # (before torchvision is imported: see torch_ref._torchvision)
+from torchvision import transforms as T  # noqa: E402
+from torchvision.transforms import autoaugment as tv_autoaugment  # noqa: E402
+from torchvision.transforms import functional as TF  # noqa: E402
+from torchvision.transforms.functional import InterpolationMode  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- torchvision (PIL)
 

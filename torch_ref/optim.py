@@ -8,7 +8,7 @@ torch.optim.swa_utils (AveragedModel + update_bn).
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,8 @@ def epoch_lr(epoch: int, *, lr: float, warmup_epochs: int, num_epochs: int, eta_
 
 
 def make_optimizer(model: torch.nn.Module, *, optimizer: str, lr: float, weight_decay: float, momentum: float = 0.9,
-                   nesterov: bool = True, **schedule) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+                   nesterov: bool = True,
+                   **schedule) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """The optimiser and its per-epoch LambdaLR (call scheduler.step() at the end of each epoch)."""
     params = model.parameters()
     if optimizer == "adamw":

@@ -12,7 +12,7 @@ import importlib
 import json
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from jaxkd.errors import JaxkdError
 

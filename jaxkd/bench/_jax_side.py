@@ -57,12 +57,12 @@ class JaxCase:
                  before: tuple[str, ...] = ()):
         import jax
         from flax import nnx
-        from jax.sharding import NamedSharding, PartitionSpec as P
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
 
         from jaxkd import data as data_lib
         from jaxkd import models, tasks
-        from jaxkd.train import optim
-        from jaxkd.train import steps
+        from jaxkd.train import optim, steps
 
         self.jax = jax
         self.mesh = data_lib.make_data_mesh()
@@ -139,7 +139,7 @@ class JaxCase:
         return max(1, -(-k // self.scan)) * self.scan
 
 
-def make_case(prep: dict, **kw) -> "JaxCase":
+def make_case(prep: dict, **kw) -> JaxCase:
     """:class:`JaxCase` of a prepared model (``{"cfg", "teacher_cfg", "host", ...}``); safe in a background thread."""
     return JaxCase(prep["cfg"], prep["teacher_cfg"], prep["host"], **kw)
 

@@ -69,7 +69,7 @@ def time_pipeline(pipe, steps: int) -> float:
     jax.block_until_ready(next(_batches(pipe, 1)))
     t0 = time.perf_counter()
     last = None
-    for last in _batches(pipe, steps):
+    for last in _batches(pipe, steps):  # noqa: B007  (the last batch is waited on below)
         pass
     jax.block_until_ready(last)
     return (time.perf_counter() - t0) / steps

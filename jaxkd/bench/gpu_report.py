@@ -41,7 +41,8 @@ from pathlib import Path
 
 from jaxkd.config import ConfigError as UsageError  # bad options: one error: line, exit 2
 
-DESCRIPTION = ("one Markdown GPU report: parity suite on the device, step vs the best torch, trainer benchmark, a short "
+DESCRIPTION = ("one Markdown GPU report: parity suite on the device, step vs the best torch, trainer benchmark, "
+               "a short "
                "training run (--smoke: all of it on CPU in seconds)")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,7 +175,7 @@ def run(args) -> dict:
     if args.budget_s <= 0:
         raise UsageError("--budget-s must be > 0")
     t0 = time.perf_counter()
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     shares = _shares(args)
     with tempfile.TemporaryDirectory(prefix="jaxkd-gpu-report-") as tmp_name:
         tmp = Path(tmp_name)
@@ -401,7 +402,7 @@ def _summary(results, figures) -> list[str]:
                    f"{p.get('errors', 0)} errors, {p.get('skipped', 0)} skipped{state}.")
     m = figures.get("models")
     if m:
-        for key, r in m["models"].items():
+        for r in m["models"].values():
             if "skipped" in r:
                 out.append(f"- Step, {r['model']}: skipped ({r['skipped']}).")
                 continue
@@ -449,7 +450,7 @@ def _section_models(r, m) -> list[str]:
           " | best | ratio | TFLOP/s | MFU | jaxkd compile s | torch first step s |",
           "| --- | ---: | ---: | " + " | ".join("---:" for _ in modes) + " | --- | ---: | ---: | ---: | ---: | --- |"]
     notes = []
-    for key, x in m["models"].items():
+    for x in m["models"].values():
         if "skipped" in x:
             L.append(f"| {x['model']} | skipped: {x['skipped']} |")
             continue

@@ -67,8 +67,8 @@ def summarize_trace(events: list[dict], n_steps: int) -> dict:
       events: Perfetto/Chrome trace events (dicts with 'ph', 'name', 'dur' in microseconds).
       n_steps: the number of steps the trace covers (totals are divided by it).
     Returns:
-      dict(kinds=[{kind, ms_per_step, ops (distinct operations of the kind)}], ops=[{op, ms_per_step}], traced_ms_per_step), each list
-      sorted by time, descending.
+      dict(kinds=[{kind, ms_per_step, ops (distinct operations of the kind)}], ops=[{op, ms_per_step}],
+      traced_ms_per_step), each list sorted by time, descending.
     """
     by_op: dict[str, float] = collections.Counter()
     for e in events:

@@ -50,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=0,
                    help="global batch for every preset (default: 64 on CPU, 8 with --quick, the preset's on GPU)")
     p.add_argument("--steps", type=int, default=0, help="batches per timed phase (default 4 CPU, 2 quick, 30 GPU)")
-    p.add_argument("--rounds", type=int, default=0, help="timed rounds per preset, median reported (default 3, 1 quick)")
+    p.add_argument("--rounds", type=int, default=0,
+                   help="timed rounds per preset, median reported (default 3, 1 quick)")
     p.add_argument("--quick", action="store_true", help="small batch, few steps, one round (CI smoke)")
     p.add_argument("--device", default="cpu", help="cpu or gpu (the default backend of a GPU machine)")
     p.add_argument("--examples", type=int, default=0,
@@ -102,9 +103,9 @@ def time_preset(preset: str, batch: int, steps: int, rounds: int, examples: int,
     import jax
 
     from jaxkd import config as config_lib
-    from jaxkd.tasks import kd as distill
     from jaxkd.bench import _jax_side as js
     from jaxkd.data import DataPipeline
+    from jaxkd.tasks import kd as distill
     from jaxkd.train.evaluators import batch_dict as _batch_dict
 
     cfg = _config(preset, batch, overrides)
@@ -150,7 +151,7 @@ def time_preset(preset: str, batch: int, steps: int, rounds: int, examples: int,
 
     def run_pipeline():
         last = None
-        for last in batches(steps):
+        for last in batches(steps):  # noqa: B007  (the last batch is waited on below)
             pass
         jax.block_until_ready(last)
 
@@ -231,7 +232,8 @@ def run(args) -> dict:
         r = time_preset(preset, batch, steps, rounds, args.examples, list(getattr(args, "overrides", None) or []))
         rows.append(r)
         print(f"  {preset}: step {r['step_ms']:.1f} ms, pipeline {r['pipeline_ms']:.1f} ms, trainer "
-              f"{r['trainer_ms']:.1f} ms per batch of {r['batch']} (compile: pipeline {r['compile_s']['pipeline']:.1f} s, "
+              f"{r['trainer_ms']:.1f} ms per batch of {r['batch']} "
+              f"(compile: pipeline {r['compile_s']['pipeline']:.1f} s, "
               f"step {r['compile_s']['step']:.1f} s)", flush=True)
     print(format_table(rows))
     deit = [r for r in rows if r["model"].startswith("deit")]

@@ -18,23 +18,32 @@ import difflib
 import importlib.util
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ml_collections import ConfigDict
 
 __all__ = [
     "ConfigError", "base_config", "load", "validate", "apply_overrides", "add_config_args", "parse_config_args",
     "split_overrides", "CPU_XLA_FLAGS", "add_cpu_xla_flags", "main_guard",
-    "to_dict", "to_json", "flatten", "image_shape", "precision", "VIT_VARIANTS", "DATASET_SHAPES", "apply_peer_augmentation",
-    "shared_data",
+    "to_dict", "to_json", "flatten", "image_shape", "precision", "VIT_VARIANTS", "DATASET_SHAPES",
+    "apply_peer_augmentation", "shared_data",
 ]
 
-from jaxkd.errors import JaxkdError
 from jaxkd.config.schema import (  # noqa: F401  (re-exported)
-    DATASET_SHAPES, RULES, VIT_VARIANTS, ConfigError,
-    _cross_checks, apply_peer_augmentation, base_config, image_shape, precision, shared_data,
+    DATASET_SHAPES,
+    RULES,
+    VIT_VARIANTS,
+    ConfigError,
+    _cross_checks,
+    apply_peer_augmentation,
+    base_config,
+    image_shape,
+    precision,
+    shared_data,
 )
+from jaxkd.errors import JaxkdError
 
 # ----------------------------------------------------------------------------------------------------------------
 # Flattening and types

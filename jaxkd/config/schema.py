@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ml_collections import ConfigDict
 
@@ -49,7 +50,8 @@ def base_config() -> ConfigDict:
     )
     data = _section(
         dataset="cifar",  # mnist | cifar | digits | custom
-        source="tfds:cifar10",  # jaxkd: tfds:NAME | npz:PATH | npy:DIR | mnist-idx:DIR | cifar-python:PATH | folder:PATH | digits
+        # jaxkd: tfds:NAME | npz:PATH | npy:DIR | mnist-idx:DIR | cifar-python:PATH | folder:PATH | digits
+        source="tfds:cifar10",
         data_dir="",  # jaxkd: TFDS data_dir / manual dir ('' = TFDS default). The original's data_path.
         batch_size=64,  # jaxkd: the GLOBAL batch (the original's was per device)
         eval_batch_size=0,  # jaxkd: 0 = batch_size

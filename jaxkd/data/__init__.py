@@ -33,8 +33,8 @@ _AUGMENT_NAMES = ("make_train_transform", "make_eval_transform", "make_mix")
 
 __all__ = [
     "AugmentSpec", "Batch", "DataError", "DataPipeline", "DataSpec", "Dataset", "FROM_CONFIG", "LOCAL_ALTERNATIVES",
-    "MixSpec", "SPEC_NORMALIZATION", "cap_examples", "epoch_permutation", "load_arrays", "make_data_mesh", "normalization_stats",
-    "process_local_rows", "resize_images", "split_validation", "validate", *_AUGMENT_NAMES,
+    "MixSpec", "SPEC_NORMALIZATION", "cap_examples", "epoch_permutation", "load_arrays", "make_data_mesh",
+    "normalization_stats", "process_local_rows", "resize_images", "split_validation", "validate", *_AUGMENT_NAMES,
 ]
 
 

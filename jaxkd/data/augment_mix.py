@@ -34,7 +34,7 @@ def cutout_box(centre: Array, height: int, width: int, length: int) -> Array:
                       jnp.clip(cx - half, 0, width), jnp.clip(cx + half, 0, width)]).astype(jnp.int32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _square_thresholds(size: int) -> tuple[np.ndarray, np.ndarray]:
     """1 - k^2 / size^2 for k = 1..size as float32 pairs (hi, lo), hi = RN(t), lo = RN(t - hi), from exact rationals."""
     t = [Fraction(size * size - k * k, size * size) for k in range(1, size + 1)]

@@ -136,7 +136,7 @@ class OpTables(NamedTuple):
     branch: np.ndarray
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def op_tables(num_bins: int, height: int, width: int) -> OpTables:
     """Build :class:`OpTables` for images of (height, width) and ``num_bins`` magnitude bins (host, cached)."""
     n = len(OP_NAMES)
@@ -160,7 +160,7 @@ def op_tables(num_bins: int, height: int, width: int) -> OpTables:
     return OpTables(fixed, factor, bits, threshold, branch)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def stacked_tables(bin_sets: tuple[int, ...], height: int, width: int) -> OpTables:
     """:class:`OpTables` of several bin counts stacked on a leading 'set' axis (bins zero-padded to the largest),
     so that AutoAugment (10 bins) and RandAugment (31 bins) stages run in one loop with one compiled body."""

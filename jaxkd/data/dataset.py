@@ -6,7 +6,7 @@ bad data (:class:`DataError`) and the host-side resize. The loaders (jaxkd.data.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

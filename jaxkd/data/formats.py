@@ -13,8 +13,8 @@ import os
 import pickle
 import sys
 import tarfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -224,8 +224,8 @@ _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 def _decode(blob: bytes, name: str, size: int = 0) -> tuple[np.ndarray, bool]:
     """(image, was 16-bit): one image decoded to uint8 (H, W) for grayscale files, (H, W, 3) RGB for everything
-    else; ``size`` > 0 resizes it to (size, size) bilinearly. 16-bit grayscale (PIL modes I;16*, and I with values < 2**16) is scaled
-    to 8 bits (v / 257, rounded); 32-bit integer and float images are refused."""
+    else; ``size`` > 0 resizes it to (size, size) bilinearly. 16-bit grayscale (PIL modes I;16*, and I with values
+    < 2**16) is scaled to 8 bits (v / 257, rounded); 32-bit integer and float images are refused."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -268,7 +268,8 @@ def load_folder(path: str, *, image_size: int = 0, workers: int = 0) -> Dataset:
 
     Classes are the sorted class folder names of ``train``; images are sorted by (class, file name). Grayscale files
     give C = 1 when every image is grayscale, else everything is converted to RGB. All images must have one size
-    (or give ``image_size`` to resize each to (image_size, image_size) as it is decoded). Decoding runs on ``workers`` threads (0 = one per CPU core).
+    (or give ``image_size`` to resize each to (image_size, image_size) as it is decoded). Decoding runs on
+    ``workers`` threads (0 = one per CPU core).
     """
     where = f"folder:{path}"
     p = Path(path)

@@ -298,7 +298,7 @@ def invert(img: Array) -> Array:
     return 255.0 - img
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _autocontrast_low_table() -> tuple[np.ndarray, np.ndarray, int]:
     """Where Python's float64 ``int(v * scale + offset)`` of ImageOps.autocontrast (scale = 255/(hi-lo),
     offset = -lo*scale) falls one below the exact floor((v-lo)*255/(hi-lo)): for the pair (lo, hi) the values
@@ -427,7 +427,7 @@ def equalize(img: Array) -> Array:
     return apply_lut(img, equalize_lut(img))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hue_table() -> np.ndarray:
     """Pillow rgb2hsv hue byte as a table uint8[3, 2, 256, 256] indexed by (branch, p_is_min, d, cr).
 

@@ -28,18 +28,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import mmap
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxkd.data.sources import DataError, Dataset, load_arrays
 from jaxkd.data.spec import DataSpec
 
-__all__ = ["Batch", "DataPipeline", "FROM_CONFIG", "SPEC_NORMALIZATION", "make_data_mesh", "split_validation", "cap_examples",
-           "normalization_stats", "epoch_permutation", "process_local_rows", "PLACEMENTS", "HostImages",
+__all__ = ["Batch", "DataPipeline", "FROM_CONFIG", "SPEC_NORMALIZATION", "make_data_mesh", "split_validation",
+           "cap_examples", "normalization_stats", "epoch_permutation", "process_local_rows", "PLACEMENTS", "HostImages",
            "choose_placement"]
 
 #: SPEC §5 normalisation (mean, std) per ``data.dataset``; other datasets use statistics of their training split.
@@ -286,7 +288,7 @@ class DataPipeline:
 
     @classmethod
     def from_config(cls, config, *, mesh: Mesh | None = None, dataset: Dataset | None = None,
-                    **kwargs) -> "DataPipeline":
+                    **kwargs) -> DataPipeline:
         """From a validated ``config``: loads ``config.data.source`` (unless ``dataset`` is given) and builds the
         pipeline of ``DataSpec.from_config(config.data)`` with ``config.seed`` and ``config.model.num_classes``."""
         d = config.data

@@ -33,7 +33,7 @@ class AugmentSpec:
     cutout: int | None
 
     @classmethod
-    def from_config(cls, aug: Any) -> "AugmentSpec":
+    def from_config(cls, aug: Any) -> AugmentSpec:
         """From a validated ``config.data.augmentation``."""
         def on(name: str) -> bool:
             return bool(aug[name].enabled)
@@ -70,7 +70,7 @@ class MixSpec:
         return self.mixup_alpha is not None or self.cutmix_alpha is not None
 
     @classmethod
-    def from_config(cls, aug: Any) -> "MixSpec":
+    def from_config(cls, aug: Any) -> MixSpec:
         """From a validated ``config.data.augmentation``."""
         return cls(
             mixup_alpha=float(aug.mixup.alpha) if aug.mixup.enabled else None,
@@ -100,7 +100,7 @@ class DataSpec:
     mix: MixSpec
 
     @classmethod
-    def from_config(cls, data: Any) -> "DataSpec":
+    def from_config(cls, data: Any) -> DataSpec:
         """From a validated ``config.data``."""
         aug = data.augmentation
         return cls(

@@ -31,8 +31,8 @@ import numpy as np
 from jaxkd.errors import JaxkdError, describe
 
 __all__ = [
-    "TorchCheckpointError", "Unloaded", "RestrictedUnpickler", "restricted_pickle_module", "load_torch_file", "unwrap_state_dict",
-    "state_dict_arrays", "unloaded_objects", "describe_state_dict",
+    "TorchCheckpointError", "Unloaded", "RestrictedUnpickler", "restricted_pickle_module", "load_torch_file",
+    "unwrap_state_dict", "state_dict_arrays", "unloaded_objects", "describe_state_dict",
 ]
 
 _WRAPPER_KEYS = ("model_state_dict", "state_dict")
@@ -69,7 +69,7 @@ class Unloaded:
     def __setstate__(self, state: Any) -> None:
         object.__setattr__(self, "state", state)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> "Unloaded":
+    def __call__(self, *args: Any, **kwargs: Any) -> Unloaded:
         return _placeholder(f"{self.global_name}(...)")(*args, **kwargs)
 
     def append(self, item: Any) -> None:

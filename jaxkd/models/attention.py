@@ -14,8 +14,9 @@ Layout everywhere: q, k, v are (B, T, H, hd) = (batch, tokens, heads, head dim).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -124,7 +125,8 @@ def layer_norm(dim: int, eps: float, dtype: Any, param_dtype: Any, rngs: nnx.Rng
 
 def vit_linear(in_features: int, out_features: int, *, use_bias: bool = True, dtype: Any = jnp.float32,
                param_dtype: Any = jnp.float32, rngs: nnx.Rngs) -> nnx.Linear:
-    """:class:`Linear` (an ``nnx.Linear``) with the peer ViT init: kernel trunc-normal std 0.02, bias 0. Kernel (in, out)."""
+    """:class:`Linear` (an ``nnx.Linear``) with the peer ViT init: kernel trunc-normal std 0.02, bias 0.
+    Kernel (in, out)."""
     return Linear(in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
                   kernel_init=trunc_normal_init(0.02), bias_init=nnx.initializers.zeros_init(), rngs=rngs)
 

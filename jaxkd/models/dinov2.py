@@ -20,7 +20,8 @@ The model has no dropout / drop-path, so train and eval mode compute the same fu
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +29,8 @@ import numpy as np
 from flax import nnx
 
 from jaxkd.models.attention import ATTENTION_IMPLEMENTATIONS, Attention, layer_norm, trunc_normal_init, vit_linear
-from jaxkd.models.vit import Mlp, PatchEmbed
 from jaxkd.models.resize import _cubic_weights, interpolation_matrix
+from jaxkd.models.vit import Mlp, PatchEmbed
 
 Array = jax.Array
 

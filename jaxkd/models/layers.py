@@ -14,7 +14,8 @@ Everything here is NHWC / channels-last and never imports torch.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

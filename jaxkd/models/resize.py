@@ -18,7 +18,8 @@ sits exactly half-way between two inputs). Only NumPy and JAX are imported (no t
 from __future__ import annotations
 
 import functools
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp

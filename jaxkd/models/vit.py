@@ -17,7 +17,8 @@ drop-path) comes from the 'dropout' stream of the ``rngs`` given at construction
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -11,13 +11,13 @@ import json
 import math
 import os
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from jaxkd.train.reporting import write_json_atomic
 from jaxkd.study import stats
 from jaxkd.study.plan import Job
 from jaxkd.study.suites import Suite
+from jaxkd.train.reporting import write_json_atomic
 
 __all__ = ["collect", "write_all", "images_per_s"]
 
@@ -75,7 +75,8 @@ def collect(suite: Suite, jobs: Sequence[Job], ledger: dict, meta: dict) -> dict
         rjobs = by_run.get(run.name, [])
         done = {j.seed: recs[(run.name, j.seed)] for j in rjobs if recs[(run.name, j.seed)]}
         acc = {s: r["test_accuracy"] for s, r in sorted(done.items())}
-        failed = sorted(j.seed for j in rjobs if ledger.get(j.key, {}).get("rc") not in (None, 0) and j.seed not in done)
+        failed = sorted(j.seed for j in rjobs
+                        if ledger.get(j.key, {}).get("rc") not in (None, 0) and j.seed not in done)
         status = ("finished" if done and len(done) == len(rjobs) else "partial" if done
                   else "failed" if failed else "not run")
         entry = {

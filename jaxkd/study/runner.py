@@ -20,14 +20,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
-from jaxkd.train.reporting import write_json_atomic
 from jaxkd.study import report
 from jaxkd.study.plan import REPO, Job, plan
 from jaxkd.study.suites import SUITES, StudyError, Suite, get_suite
+from jaxkd.train.reporting import write_json_atomic
 
 __all__ = ["main", "run_study", "versions", "device_kind"]
 
@@ -143,8 +143,8 @@ def _tail(path: Path, n: int = 3) -> str:
 
 
 def run_study(suite: Suite, workdir: Path, *, seeds: int, smoke: bool = False, only=None, sets=(),
-              teacher_seeds: int | None = None, force: bool = False, dry_run: bool = False, report_only: bool = False, command: str | None = None,
-              out: Callable[[str], None] = print) -> int:
+              teacher_seeds: int | None = None, force: bool = False, dry_run: bool = False, report_only: bool = False,
+              command: str | None = None, out: Callable[[str], None] = print) -> int:
     """Plans, runs and reports a suite; returns the exit code (0, 1 when a run failed, 128+signal if stopped)."""
     jobs = plan(suite, workdir, seeds=seeds, smoke=smoke, only=only, sets=sets, teacher_seeds=teacher_seeds)
     todo = [j for j in jobs if j.selected]
@@ -313,7 +313,9 @@ def main(argv=None) -> int:
     if args.only is not None and not only:
         raise StudyError("--only needs RUN[,RUN...]")
     command = "python -m jaxkd.study " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    return run_study(suite, Path(args.workdir), seeds=suite.seeds if args.seeds is None else args.seeds, smoke=args.smoke, only=only,
-                     sets=args.set, teacher_seeds=args.teacher_seeds, force=args.force, dry_run=args.dry_run,
+    seeds = suite.seeds if args.seeds is None else args.seeds
+    return run_study(suite, Path(args.workdir), seeds=seeds,
+                     smoke=args.smoke, only=only, sets=args.set, teacher_seeds=args.teacher_seeds, force=args.force,
+                     dry_run=args.dry_run,
                      report_only=args.report_only, command=command,
                      out=lambda m: print(m, flush=True))

@@ -7,7 +7,7 @@ The t quantile comes from scipy.stats.t when scipy is installed, else from a tab
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["mean", "sample_std", "t975", "paired_delta"]
 

@@ -1,8 +1,8 @@
 """Distillation as a teacher plus a task for the one trainer (never a forked trainer).
 
 - CNN -> DeiT (SPEC §3): a frozen teacher from `distillation.teacher_checkpoint` (a jaxkd workdir, or an original
-  project `.pth` read without running its pickle, jaxkd.interop.fit); hard or soft KD on the dist head, the α schedule with
-  KD warm-up; the teacher sees the student's augmented batch (as the original) or the clean view.
+  project `.pth` read without running its pickle, jaxkd.interop.fit); hard or soft KD on the dist head, the α
+  schedule with KD warm-up; the teacher sees the student's augmented batch (as the original) or the clean view.
 - Token distillation from DINOv2 (SPEC §3): see jaxkd.tasks.tokens.
 
 The teacher runs inside the same jitted step: its state is the step's `aux` input (replicated, not donated, not in

@@ -20,8 +20,8 @@ import dataclasses
 import os
 import re
 import zipfile
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np

@@ -160,7 +160,7 @@ def write_error(directory: Path, step: int | None, nbytes: int, e: BaseException
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def workdir_write_error(e: OSError, workdir: Path, ckpts: "Checkpoints | None") -> BaseException:
+def workdir_write_error(e: OSError, workdir: Path, ckpts: Checkpoints | None) -> BaseException:
     """What a run reports when writing one of its own files (metrics.jsonl, report.json, ...) fails for want of
     space or permission: the failure of a checkpoint save still in flight, if there is one (that names the step),
     else the one-line CheckpointWriteError for the file. Waits for the in-flight saves, so that none is left

@@ -3,7 +3,7 @@ evaluate command and the tests use to score a model (one host fetch per split)."
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -70,7 +70,8 @@ def bn_recompute(gd_train, params, rest, images, student: Callable[[nnx.Module],
     for image in images:
         new = batch_stats(rest, image)
         avg = new if avg is None else jax.tree.map(
-            lambda a, b: a + (b - a) / (n + 1) if jnp.issubdtype(a.dtype, jnp.floating) else b, avg, new)
+            lambda a, b: a + (b - a) / (n + 1) if jnp.issubdtype(a.dtype, jnp.floating) else b,  # noqa: B023
+            avg, new)  # (called at once: n is this iteration's)
         n += 1
     if avg is None:
         return rest

@@ -18,23 +18,21 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd import config as config_lib
 from jaxkd import models, paths, tasks
-from jaxkd.train import optim
-from jaxkd.train import reporting
-from jaxkd.train import steps
-from jaxkd.train.evaluators import batch_dict, bn_recompute, evaluate_split
 from jaxkd.config import ConfigError
 from jaxkd.errors import NonFiniteError
+from jaxkd.train import checkpoint as ckpt_lib
+from jaxkd.train import optim, reporting, steps
+from jaxkd.train.evaluators import batch_dict, bn_recompute, evaluate_split
 
 __all__ = ["train", "main", "maybe_initialize_distributed"]
 

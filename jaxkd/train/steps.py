@@ -13,7 +13,8 @@ updated: the frozen teacher's state (None without a teacher).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -21,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 __all__ = ["TrainState", "split_model", "init_state", "replicate", "make_train_step", "make_eval_step", "swa_update",
            "ema_params_or_params"]
