@@ -31,7 +31,7 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxkd import interop
+from jaxkd.interop import state_dict as interop  # (its private helpers: the key and kernel rules)
 from jaxkd.interop import torch_to_jax
 from jaxkd.models import dinov2 as jdino
 from jaxkd.tasks.teachers import DINOV2_ARCHS, dinov2_config_from_state_dict, load_dinov2
