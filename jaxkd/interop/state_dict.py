@@ -17,7 +17,6 @@ exist if the caller already imported torch, so ``sys.modules['torch']`` is used 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from jaxkd.errors import JaxkdError
-from jaxkd.interop.torch_pickle import unwrap_state_dict
+from jaxkd.interop.torch_pickle import as_array, unwrap_state_dict
 
 __all__ = [
     "StateDictMismatch",
@@ -97,15 +96,10 @@ def _variables(model: nnx.Module) -> dict[str, tuple[tuple, nnx.Variable]]:
 
 
 def _to_numpy(value: Any, key: str) -> np.ndarray:
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor):
-        t = value.detach().cpu()
-        if t.dtype == torch.bfloat16:
-            import ml_dtypes  # shipped with jax
-
-            return t.float().numpy().astype(ml_dtypes.bfloat16)
-        return t.numpy()
-    if isinstance(value, (np.ndarray, np.generic, jax.Array, int, float)):
+    arr = as_array(value)
+    if arr is not None:
+        return arr
+    if isinstance(value, (jax.Array, int, float)):
         return np.asarray(value)
     raise TypeError(f"state dict value for {key!r} has unsupported type {type(value).__name__}; "
                     "use torch tensors or numpy arrays")

@@ -255,7 +255,8 @@ def unloaded_objects(obj: Any, prefix: str = "", limit: int = 20) -> list[str]:
     return out
 
 
-def _as_array(value: Any) -> np.ndarray | None:
+def as_array(value: Any) -> np.ndarray | None:
+    """A torch tensor (bfloat16 kept as ml_dtypes.bfloat16), numpy array or number as a numpy array; None otherwise."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         t = value.detach().cpu()
@@ -296,7 +297,7 @@ def state_dict_arrays(obj: Any, where: str = "checkpoint") -> dict[str, np.ndarr
     sd = unwrap_state_dict(obj)
     out: dict[str, np.ndarray] = {}
     for key, value in sd.items():
-        arr = _as_array(value)
+        arr = as_array(value)
         if not isinstance(key, str) or arr is None:
             what = value.global_name if isinstance(value, Unloaded) else type(value).__name__
             keys = ", ".join(map(repr, list(obj)[:8]))
