@@ -66,7 +66,7 @@ def render_result(name: str, data: dict) -> list[str]:
             desc = ", ".join(f"{k} {meta[k]}" for k in keep if k in meta)
             out += [f"Setting: {desc or 'not recorded'}.", ""]
         if "models" in part and any("jaxkd_step_ms" in r for r in part["models"].values()):
-            from jaxkd.bench.models import format_table
+            from jaxkd.bench._tables import format_table
 
             out += ["```", format_table(part["models"], part["meta"]), "```", ""]
             continue
