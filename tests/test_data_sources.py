@@ -164,8 +164,11 @@ def test_digits_embedded_default():
     ds = load_arrays("digits")
     assert ds.x_train.shape == (1437, 8, 8, 1) and ds.x_test.shape == (360, 8, 8, 1)
     ref = load_digits()
-    np.testing.assert_array_equal(ds.x_test[..., 0], np.round(ref.images[-360:] * 255 / 16).astype(np.uint8))
+    want = np.round(ref.images * 255 / 16).astype(np.uint8)  # (read without importing scikit-learn: the same)
+    np.testing.assert_array_equal(ds.x_train[..., 0], want[:1437])
+    np.testing.assert_array_equal(ds.x_test[..., 0], want[-360:])
     np.testing.assert_array_equal(ds.y_train, ref.target[:1437])
+    np.testing.assert_array_equal(ds.y_test, ref.target[-360:])
     assert ds.x_train.max() == 255 and set(np.unique(ds.y_test)) == set(range(10))
 
 
