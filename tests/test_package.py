@@ -87,6 +87,12 @@ assert md.version("jaxkd-distill") == jaxkd.__version__, (md.version("jaxkd-dist
 modules = sys.argv[1:]
 for name in modules:  # every module the wheel holds (a module importing one it lacks fails here)
     importlib.import_module(name)
+import jaxkd.config  # the presets travel in the wheel: a bare name loads one (deit_cifar builds on vit_cifar)
+presets = sorted(p.stem for p in (pathlib.Path(jaxkd.__file__).parent / "configs").glob("*.py"))
+assert "quickstart" in presets and len(presets) >= 18, presets
+for name in presets:
+    jaxkd.config.load(name)
+assert jaxkd.config.load("deit_cifar:smoke").distillation.enabled
 import contextlib, io, runpy
 sys.argv = ["jaxkd.train", "--help"]  # a CLI, as python -m jaxkd.train --help (in this process: jax imports once)
 help_text = io.StringIO()
@@ -106,7 +112,7 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
     every module of jaxkd/ and torch_ref/ (package discovery picks up new subpackages), installs it with --no-deps
     into a fresh venv that sees this environment's dependencies through a .pth line (nothing is downloaded: the
     build backend is this environment's setuptools, which the test extra brings), and imports every module and runs
-    jaxkd.train --help there from an empty working directory."""
+    jaxkd.train --help there from an empty working directory, and loads every preset by its bare name."""
     src = tmp_path / "src"
     shutil.copytree(_ROOT, src, ignore=_NOT_SOURCE)
     wheels = tmp_path / "wheels"
@@ -123,7 +129,8 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
     source = {p.relative_to(src).as_posix() for top in _IMPORT_PACKAGES for p in (src / top).rglob("*.py")}
     missing = sorted(source - names)
     assert not missing, f"the wheel lacks {len(missing)} module(s) of the source tree, e.g. {missing[:5]}"
-    assert not {n for n in names if n.startswith(("tests/", "parity_tests/", "configs/"))}, "tests or configs in wheel"
+    assert not {n for n in names if n.startswith(("tests/", "parity_tests/", "configs/"))}, "tests in the wheel"
+    assert "jaxkd/configs/quickstart.py" in names, "the presets are not in the wheel"
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
@@ -136,8 +143,8 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
                         str(wheel)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
-    modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names
-                     if n.endswith(".py") and not n.endswith("__main__.py"))
+    modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__") for n in names  # (presets: loaded below)
+                     if n.endswith(".py") and not n.endswith("__main__.py") and not n.startswith("jaxkd/configs/"))
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     r = subprocess.run([str(py), "-c", _WHEEL_PROBE, *modules], cwd=cwd, capture_output=True, text=True,

@@ -228,12 +228,13 @@ def _config_file_failure(path: Path, doing: str, e: BaseException) -> str:
 def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
     """Loads 'configs/NAME.py[:arg]', applies overrides, validates, and returns the locked config.
 
-    A bare preset name ('deit_cifar:smoke') is looked up in the repository's configs/ folder.
+    A bare preset name ('deit_cifar:smoke') is one of jaxkd's own presets (``jaxkd/configs/``, which the wheel
+    installs too; a checkout's ``configs/`` is a link to it).
     """
     path_text, _, arg = spec.partition(":")
     path = Path(path_text)
     if not path.suffix:
-        path = Path(__file__).resolve().parents[2] / "configs" / f"{path_text}.py"
+        path = Path(__file__).resolve().parents[1] / "configs" / f"{path_text}.py"
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found: give a preset such as configs/deit_cifar.py[:smoke]")
     module = _import_preset(path)
