@@ -70,6 +70,7 @@ BAD = [
     (["--config.vit.patch_size=5"], "'vit.patch_size' = 5 must divide vit.img_size = 32 \\(allowed: 1, 2, 4"),
     (["--config.vit.num_heads=5"], "'vit.num_heads' = 5 must divide vit.embed_dim = 192"),
     (["--config.vit.drop_path_rate=1.5"], "'vit.drop_path_rate' = 1.5 must be in \\[0, 1\\)"),
+    (["--config.vit.cls_token_dropout=1.0"], "'vit.cls_token_dropout' = 1.0 must be in \\[0, 1\\)"),
     (["--config.vit.img_size=64"], "'vit.img_size' = 64 does not match the cifar images \\(32 px\\)"),
     (["--config.vit.embed_dim=384"], "contradict vit.variant 'tiny'"),
     (["--config.data.batch_size=0"], "'data.batch_size' = 0 must be in \\[1"),

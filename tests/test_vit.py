@@ -242,6 +242,101 @@ def test_functional_jit_step_needs_no_rng_arguments():
     np.testing.assert_array_equal(y_eval, np.asarray(_call(m, x)))  # eval: deterministic
 
 
+# ------------------------------------------------------------------------------------------- cls-token dropout
+TINY = dict(img_size=8, patch_size=2, in_channels=3, num_classes=5, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0,
+            use_conv_stem=False, drop_path_rate=0.0)  # 16 patch tokens; no other randomness in train mode
+
+
+def _tiny_pair(p: float):
+    """(a p = 0 DeiT, a p DeiT) from the same seeds: equal weights, as cls-token dropout forks its stream last."""
+    return (DeiT(**TINY, rngs=nnx.Rngs(params=0, dropout=1)),
+            DeiT(**TINY, cls_token_dropout=p, rngs=nnx.Rngs(params=0, dropout=1)))
+
+
+@nnx.jit
+def _heads_u(model, x, u):
+    return model.forward_heads(x, cls_drop_uniform=u)
+
+
+def _paths(model) -> dict:
+    return {".".join(map(str, k)): v for k, v in nnx.to_flat_state(nnx.state(model))}
+
+
+def test_cls_token_dropout_zero_changes_nothing():
+    """p = 0: no state of its own (checkpoints and RNG streams as without the option), and in train mode the
+    forward is the eval forward even when every draw is 0; control: p = 0.5 with the same draws changes every
+    sample's cls logits and none of its dist logits."""
+    m0, mp = _tiny_pair(0.5)
+    s0, sp = _paths(m0), _paths(mp)
+    assert not any(k.startswith("cls_token_dropout") for k in s0)
+    assert {k for k in sp if k.startswith("cls_token_dropout")} == {"cls_token_dropout.rngs.count",
+                                                                     "cls_token_dropout.rngs.key"}
+    for k, v in s0.items():  # every other variable, the other dropout streams included, is the same
+        a, b = v.get_value(), sp[k].get_value()
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=k)
+    x, zeros = _x((6, 8, 8, 3), 21), jnp.zeros(6)
+    m0.train(), mp.train()
+    train0 = _heads_u(m0, x, zeros)
+    dropped = _heads_u(mp, x, zeros)
+    m0.eval()
+    eval0 = _heads(m0, x)
+    for k in ("cls", "dist", "tokens"):
+        np.testing.assert_allclose(np.asarray(train0[k]), np.asarray(eval0[k]), rtol=0, atol=1e-6, err_msg=k)
+    assert np.all(np.max(np.abs(np.asarray(dropped["cls"] - train0["cls"])), axis=1) > 1e-3)
+    np.testing.assert_allclose(np.asarray(dropped["dist"]), np.asarray(train0["dist"]), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(dropped["tokens"][:, 0]), np.asarray(dropped["tokens"][:, 2:].mean(1)),
+                               rtol=0, atol=1e-6)
+
+
+def test_cls_token_dropout_eval_ignores_it():
+    """Eval mode: a p = 0.9 model gives its p = 0 twin's outputs exactly, with or without injected draws of 0,
+    and draws nothing (its stream's count stays)."""
+    m0, mp = _tiny_pair(0.9)
+    m0.eval(), mp.eval()
+    x = _x((6, 8, 8, 3), 21)
+    count = int(mp.cls_token_dropout.rngs.count[...])
+    want = _heads(m0, x)
+    for got in (_heads(mp, x), _heads_u(mp, x, jnp.zeros(6))):
+        for k in ("cls", "dist", "tokens"):
+            np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]), err_msg=k)
+    assert int(mp.cls_token_dropout.rngs.count[...]) == count
+
+
+def test_cls_token_dropout_fraction_is_p_under_jit():
+    """Real draws (seeded), jitted train steps: over 2000 samples the replaced fraction (cls logits moved away from
+    the p = 0 twin's) is within 4 sigma of p, the replaced rows hold the patch-token mean, the dist logits never
+    move; the stream advances (the next step replaces other samples) and the same seed repeats the draw."""
+    p, n = 0.3, 2000
+    m0, mp = _tiny_pair(p)
+    x = _x((n, 8, 8, 3), 23)
+    base = _heads(m0, x)
+
+    def replaced(model):
+        out = _heads(model, x)
+        np.testing.assert_allclose(np.asarray(out["dist"]), np.asarray(base["dist"]), rtol=0, atol=1e-5)
+        moved = np.max(np.abs(np.asarray(out["cls"] - base["cls"])), axis=1) > 1e-4
+        mean = np.asarray(out["tokens"][:, 2:].mean(1))
+        np.testing.assert_allclose(np.asarray(out["tokens"])[moved, 0], mean[moved], rtol=0, atol=1e-6)
+        return moved
+
+    first, second = replaced(mp), replaced(mp)
+    assert abs(first.mean() - p) < 4 * np.sqrt(p * (1 - p) / n), first.mean()
+    assert abs(second.mean() - p) < 4 * np.sqrt(p * (1 - p) / n), second.mean()
+    assert 0.5 < np.mean(first == second) < 0.75  # independent draws agree on p² + (1 - p)² = 58 % of samples
+    np.testing.assert_array_equal(replaced(_tiny_pair(p)[1]), first)  # seeded
+
+
+def test_cls_token_dropout_from_config():
+    from jaxkd import config as C
+    from jaxkd.models import build
+
+    cfg = C.load("configs/deit_mnist.py:smoke", ["--config.vit.cls_token_dropout=0.1"])
+    model = nnx.eval_shape(lambda: build(cfg, nnx.Rngs(params=0, dropout=1)))
+    assert model.cls_token_dropout.rate == 0.1 and model.cls_token_dropout.rngs is not None
+
+
 # ------------------------------------------------------------------------------------------- resolution
 def test_interpolate_pos_embed_properties():
     pe = _x((1, 2 + 16, 8), 8)
@@ -294,6 +389,8 @@ def test_bf16_compute_close_to_fp32():
     (dict(embed_dim=33, num_heads=3, use_conv_stem=True), "even embed_dim"),
     (dict(embed_dim=32, num_heads=3), "divisible by num_heads"),
     (dict(drop_path_rate=1.0), "drop_path_rate"),
+    (dict(cls_token_dropout=1.0), "cls_token_dropout"),
+    (dict(cls_token_dropout=-0.1), "cls_token_dropout"),
 ])
 def test_constructor_errors(kw, match):
     with pytest.raises(ValueError, match=match):

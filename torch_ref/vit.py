@@ -33,6 +33,26 @@ class DropPath(nn.Module):
         return x.div(keep) * mask
 
 
+class ClsTokenDropout(nn.Module):
+    """SPEC §7 ``cls_token_dropout``: in training, sample b's class token (row 0) becomes the average of its patch
+    tokens (rows ``num_prefix:``) when its uniform draw u_b < p; the other rows (the dist token too) stay."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, tokens: torch.Tensor, num_prefix: int, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T, D) -> (B, T, D); ``uniform`` (B,) fixes the draws (else ``torch.rand``)."""
+        if not self.training or self.p == 0.0:
+            return tokens
+        if uniform is None:
+            uniform = torch.rand(tokens.shape[0], device=tokens.device)
+        chosen = torch.nonzero(uniform < self.p, as_tuple=True)[0]  # indices of the samples whose cls is dropped
+        out = tokens.clone()
+        out[chosen, 0, :] = tokens[chosen, num_prefix:, :].mean(dim=1)
+        return out
+
+
 class Attention(nn.Module):
     """Multi-head self-attention, qkv split as reshape(B, T, 3, H, hd)."""
 
@@ -121,7 +141,8 @@ class DeiT(nn.Module):
                  embed_dim: int = 192, depth: int = 12, num_heads: int = 3, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1, distillation: bool = True, convert_grayscale: bool = True,
-                 use_conv_stem: bool = False, ln_eps: float = 1e-5, inference_mode: str = "avg"):
+                 use_conv_stem: bool = False, ln_eps: float = 1e-5, inference_mode: str = "avg",
+                 cls_token_dropout: float = 0.0):
         super().__init__()
         self.inference_mode = inference_mode
         self.num_prefix_tokens = 2 if distillation else 1
@@ -141,6 +162,7 @@ class DeiT(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=ln_eps)
         self.head = nn.Linear(embed_dim, num_classes)
         self.head_dist = nn.Linear(embed_dim, num_classes) if distillation else None
+        self.cls_token_dropout = ClsTokenDropout(cls_token_dropout)  # no parameters: the state dict is unchanged
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         if self.dist_token is not None:
@@ -195,10 +217,12 @@ class DeiT(nn.Module):
                 h.remove()
         return self.norm(x), tuple(taken), tuple(maps)
 
-    def forward_heads(self, x: torch.Tensor, token_layers=()) -> dict:
-        """x (B, C, H, W) -> dict(cls (B,K), dist (B,K) | None, tokens (B,T,D) after the final LN,
-        blocks = tuple of (B,T,D) after the chosen blocks, before the final LN)."""
+    def forward_heads(self, x: torch.Tensor, token_layers=(), cls_drop_uniform: torch.Tensor | None = None) -> dict:
+        """x (B, C, H, W) -> dict(cls (B,K), dist (B,K) | None, tokens (B,T,D) after the final LN and cls-token
+        dropout (training only; ``cls_drop_uniform`` (B,) fixes its per-sample draws), blocks = tuple of (B,T,D)
+        after the chosen blocks, before the final LN)."""
         tokens, blocks, _ = self._features(x, token_layers)
+        tokens = self.cls_token_dropout(tokens, self.num_prefix_tokens, cls_drop_uniform)
         cls = self.head(tokens[:, 0])
         dist = self.head_dist(tokens[:, 1]) if self.head_dist is not None else None
         return {"cls": cls, "dist": dist, "tokens": tokens, "blocks": blocks}

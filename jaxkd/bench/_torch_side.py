@@ -241,7 +241,7 @@ def build_torch_model(cfg) -> Any:
                 qkv_bias=v.qkv_bias, drop_rate=v.drop_rate, attn_drop_rate=v.attn_drop_rate,
                 drop_path_rate=v.drop_path_rate, distillation=v.distillation,
                 convert_grayscale=v.convert_grayscale, use_conv_stem=v.use_conv_stem, ln_eps=v.ln_eps,
-                inference_mode=v.inference_mode)
+                inference_mode=v.inference_mode, cls_token_dropout=v.cls_token_dropout)
 
 
 def set_threads(n: int) -> None:

@@ -117,7 +117,7 @@ def base_config() -> ConfigDict:
         distillation=True,
         convert_grayscale=True,
         use_conv_stem=False,
-        cls_token_dropout=0.0,  # unused: kept for YAML compatibility (no effect); only the original's 0 is accepted
+        cls_token_dropout=0.0,  # train only: p of replacing a sample's cls token by its patch-token mean (SPEC §7)
         inference_mode="avg",  # cls | dist | avg
         ln_eps=1e-5,  # jaxkd: the original's nn.LayerNorm default (DeiT/timm use 1e-6)
         attention="auto",  # jaxkd: auto | fused | cudnn | plain
@@ -282,8 +282,7 @@ RULES: dict[str, Callable] = {
     "vit.drop_rate": _rng(0, 1, hi_open=True),
     "vit.attn_drop_rate": _rng(0, 1, hi_open=True),
     "vit.drop_path_rate": _rng(0, 1, hi_open=True),
-    "vit.cls_token_dropout": lambda v, c: None if v == 0 else "is not implemented in jaxkd (the original's default "
-                                                              "is 0): leave it at 0",
+    "vit.cls_token_dropout": _rng(0, 1, hi_open=True),
     "vit.inference_mode": lambda v, c: (
         _choice("cls", "dist", "avg")(v, c) or
         (None if v == "cls" or c.vit.distillation else "needs vit.distillation = true (a dist token); use 'cls'")),

@@ -48,7 +48,7 @@ def build(cfg: ConfigDict, rngs: nnx.Rngs, *, dtype=None) -> nnx.Module:
                     attn_drop_rate=v.attn_drop_rate, drop_path_rate=v.drop_path_rate,
                     distillation=v.distillation, convert_grayscale=v.convert_grayscale,
                     use_conv_stem=v.use_conv_stem, ln_eps=v.ln_eps, inference_mode=v.inference_mode,
-                    attention=v.attention, dtype=dtype, rngs=rngs)
+                    attention=v.attention, cls_token_dropout=v.cls_token_dropout, dtype=dtype, rngs=rngs)
     raise config_lib.ConfigError(f"config field 'model.model_type' = {m.model_type!r}: use adaptive_cnn or deit")
 
 

@@ -10,9 +10,10 @@ Images are NHWC float arrays. Compute dtype: with ``dtype=bfloat16`` the paramet
 (float32), convolutions and matmuls run in bf16, while the residual stream, LayerNorms, softmax and the two
 heads (logits) run in float32 (``promote_types(dtype, float32)``, so float64 models stay float64).
 
-Modes: like every NNX module the model is built in train mode (dropout/drop-path active, BatchNorm on batch
-statistics); call ``model.eval()`` for inference and ``model.train()`` to go back. Randomness (dropout,
-drop-path) comes from the 'dropout' stream of the ``rngs`` given at construction (falling back to 'default').
+Modes: like every NNX module the model is built in train mode (dropout, drop-path and cls-token dropout active,
+BatchNorm on batch statistics); call ``model.eval()`` for inference and ``model.train()`` to go back. Randomness
+(dropout, drop-path, cls-token dropout) comes from the 'dropout' stream of the ``rngs`` given at construction
+(falling back to 'default').
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ VARIANTS: dict[str, tuple[int, int]] = VIT_VARIANTS  # the config's table (jaxkd
 
 INFERENCE_MODES = ("cls", "dist", "avg")
 
-__all__ = ["VARIANTS", "INFERENCE_MODES", "DeiT", "Block", "Mlp", "DropPath", "PatchEmbed",
+__all__ = ["VARIANTS", "INFERENCE_MODES", "DeiT", "Block", "Mlp", "DropPath", "ClsTokenDropout", "PatchEmbed",
            "interpolate_pos_embed", "drop_path_rates"]
 
 
@@ -127,6 +128,55 @@ class DropPath(nnx.Module):
         keep = 1.0 - self.rate
         mask = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
         return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+
+
+class ClsTokenDropout(nnx.Module):
+    """cls-token dropout (SPEC §7, ``vit.cls_token_dropout``): in train mode, each sample's class token (token 0) is
+    replaced, with probability ``rate``, by the mean of that sample's patch tokens (the tokens after the
+    ``num_prefix`` class/distillation tokens); every other token, the distillation token included, is unchanged.
+    The DeiT applies it after the final LayerNorm, before the heads.
+
+    One uniform draw u ~ U[0, 1) per sample from the ``rng_collection`` stream (default 'dropout', forked at
+    construction as ``nnx.Dropout`` does, and only when rate > 0, so a rate-0 module holds no state); the sample is
+    replaced where u < rate. Identity when ``deterministic`` (eval mode) or rate == 0."""
+
+    def __init__(self, rate: float, *, deterministic: bool = False, rng_collection: str = "dropout",
+                 rngs: nnx.Rngs | None = None):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"cls_token_dropout must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.deterministic = deterministic
+        self.rng_collection = rng_collection
+        self.rngs = rngs[rng_collection].fork() if rngs is not None and self.rate > 0 else nnx.data(None)
+
+    def set_view(self, deterministic: bool | None = None):
+        """Hook for ``nnx.view``: set ``deterministic``."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+
+    def __call__(self, tokens: Array, num_prefix: int, *, uniform: Array | None = None) -> Array:
+        """tokens (B, T, D), prefix tokens first -> (B, T, D), same dtype.
+
+        Args:
+          tokens: (B, T, D) with T = num_prefix + N, N >= 1 patch tokens.
+          num_prefix: 1 (class token) or 2 (class and distillation token).
+          uniform: optional (B,) values in [0, 1) used instead of the random draw (sample b replaced where
+            uniform[b] < rate), so that a test can fix the draw; ignored like the draw in eval mode or at rate 0.
+        """
+        if self.deterministic or self.rate == 0.0:
+            return tokens
+        b = tokens.shape[0]
+        if uniform is None:
+            if self.rngs is None:
+                raise ValueError("ClsTokenDropout in train mode needs rngs at construction; pass rngs or call "
+                                 "model.eval()")
+            uniform = jax.random.uniform(self.rngs(), (b,))
+        elif jnp.shape(uniform) != (b,):
+            raise ValueError(f"uniform must have shape ({b},) (one value per sample), got {jnp.shape(uniform)}")
+        replace = jnp.asarray(uniform) < self.rate  # (B,)
+        patch_mean = jnp.mean(tokens[:, num_prefix:], axis=1)  # (B, D)
+        cls = jnp.where(replace[:, None], patch_mean, tokens[:, 0])
+        return tokens.at[:, 0].set(cls.astype(tokens.dtype))
 
 
 class Mlp(nnx.Module):
@@ -227,6 +277,10 @@ class DeiT(nnx.Module):
     dropout (attn_drop_rate > 0) in train mode always takes the plain path, the fused kernel has no dropout;
     float64 models (verification) also run plain, as the fused kernel's softmax is always float32.
     ``drop_rate`` applies after the positional embedding (``pos_drop``), after ``attn.proj`` and inside the MLP.
+    ``cls_token_dropout`` p (train mode only): after the final LayerNorm, before the heads, each sample's class
+    token is replaced with probability p by the mean of its patch tokens (:class:`ClsTokenDropout`, module
+    ``cls_token_dropout``); the distillation token is untouched. At p = 0 (the default) the model holds no state for
+    it, so its parameters, RNG streams and checkpoints are those of a model without the option.
     """
 
     def __init__(self, *, img_size: int | Sequence[int] = 32, patch_size: int = 4, in_channels: int = 3,
@@ -234,8 +288,8 @@ class DeiT(nnx.Module):
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1, distillation: bool = True,
                  convert_grayscale: bool = True, use_conv_stem: bool = False, ln_eps: float = 1e-5,
-                 inference_mode: str = "avg", attention: str = "auto", dtype: Any = jnp.float32,
-                 param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+                 inference_mode: str = "avg", attention: str = "auto", cls_token_dropout: float = 0.0,
+                 dtype: Any = jnp.float32, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
         img_size = _pair(img_size, "img_size")
         if inference_mode not in INFERENCE_MODES:
             raise ValueError(f"inference_mode must be one of {INFERENCE_MODES}, got {inference_mode!r}")
@@ -256,6 +310,8 @@ class DeiT(nnx.Module):
             raise ValueError(f"mlp_ratio must be positive, got {mlp_ratio}")
         if not (0.0 <= drop_rate < 1.0 and 0.0 <= attn_drop_rate < 1.0):
             raise ValueError(f"drop_rate and attn_drop_rate must be in [0, 1), got {drop_rate}, {attn_drop_rate}")
+        if not 0.0 <= cls_token_dropout < 1.0:
+            raise ValueError(f"cls_token_dropout must be in [0, 1), got {cls_token_dropout}")
         rates = drop_path_rates(depth, drop_path_rate)
         self.img_size = img_size
         self.patch_size = int(patch_size)
@@ -293,6 +349,8 @@ class DeiT(nnx.Module):
         hkw = dict(dtype=self.float_dtype, param_dtype=param_dtype, rngs=rngs)
         self.head = vit_linear(embed_dim, num_classes, **hkw)
         self.head_dist = vit_linear(embed_dim, num_classes, **hkw) if distillation else None
+        # forked last (and only when p > 0), so that every other layer's dropout stream is the same as without it
+        self.cls_token_dropout = ClsTokenDropout(cls_token_dropout, rngs=rngs)
 
     # ------------------------------------------------------------------ forward
     def _check_input(self, x: Array) -> Array:
@@ -337,19 +395,25 @@ class DeiT(nnx.Module):
         blocks = tuple(feats[int(i) % self.depth] for i in token_layers)
         return self.norm(x), blocks, tuple(maps)
 
-    def forward_heads(self, x: Array, token_layers: Sequence[int] = ()) -> dict[str, Any]:
+    def forward_heads(self, x: Array, token_layers: Sequence[int] = (), *,
+                      cls_drop_uniform: Array | None = None) -> dict[str, Any]:
         """Both heads and the token features.
 
         Args:
           x: images (B, H, W, C) float, H×W = img_size.
           token_layers: block indices (negative allowed) whose output tokens to return.
+          cls_drop_uniform: optional (B,) values in [0, 1) that replace cls-token dropout's per-sample uniform
+            draw (sample b's class token replaced where cls_drop_uniform[b] < p); for tests that fix the draw.
+            Ignored in eval mode and at p = 0.
         Returns:
           dict(cls=(B,K) float32 logits of ``head`` on the class token, dist=(B,K) float32 logits of
           ``head_dist`` on the distillation token or None, tokens=(B,T,D) float32 after the final LayerNorm
-          (T = prefix + N, prefix tokens first), blocks=tuple of (B,T,D) float32 residual-stream tokens after
-          each requested block, BEFORE the final LayerNorm, in the requested order).
+          and cls-token dropout (what the heads read; T = prefix + N, prefix tokens first), blocks=tuple of
+          (B,T,D) float32 residual-stream tokens after each requested block, BEFORE the final LayerNorm, in the
+          requested order).
         """
         tokens, blocks, _ = self._features(x, token_layers)
+        tokens = self.cls_token_dropout(tokens, self.num_prefix_tokens, uniform=cls_drop_uniform)
         cls = self.head(tokens[:, 0])
         dist = self.head_dist(tokens[:, 1]) if self.head_dist is not None else None
         return {"cls": cls, "dist": dist, "tokens": tokens, "blocks": blocks}
