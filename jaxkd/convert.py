@@ -209,8 +209,8 @@ def _resume(cfg, spec: str, obj, sd: dict, src: Path, out: Path, expected: dict,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     swa = f", SWA average of {run.swa[0]} epoch(s)" if run.swa else ""
-    counted = f", {run.steps} optimiser steps" if run.steps is not None else ""
-    log(f"imported {src} (after epoch {run.epoch + 1}: {run.optimizer} state of {len(sd)} tensors{counted}{swa}) "
+    counted = f" after {run.steps} step(s)" if run.steps is not None else ""
+    log(f"imported {src} (after epoch {run.epoch + 1}: {len(sd)} tensors, {run.optimizer} state{counted}{swa}) "
         f"with preset '{spec}' into {out}: jaxkd.train resumes it at epoch {run.epoch + 2} of "
         f"{cfg.training.num_epochs} (step {step}, {spe} steps an epoch)")
     for note in task_notes + notes:
