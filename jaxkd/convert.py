@@ -1,8 +1,11 @@
 """`python -m jaxkd.convert`: checkpoints and configs between the original PyTorch project and jaxkd.
 
     python -m jaxkd.convert from-torch --config configs/mnist_cnn.py --torch best_model.pth --out workdirs/peer_cnn
+    python -m jaxkd.convert from-torch --config configs/mnist_cnn.py --torch checkpoints/checkpoint_epoch_10.pth \
+        --out workdirs/peer_cnn --resume      # then: python -m jaxkd.train --config ... --workdir workdirs/peer_cnn
     python -m jaxkd.convert from-yaml cnn_mnist.yaml --out configs/peer_cnn_mnist.py [--devices 2]
     python -m jaxkd.convert to-torch --workdir workdirs/mnist_cnn --out mnist_cnn.pth   # or .safetensors
+    python -m jaxkd.convert to-torch --workdir workdirs/mnist_cnn --out checkpoint_epoch_20.pth --optimizer
 
 from-torch: reads the original project's ``best_model.pth`` (a state dict, or a dict holding it under
 'model_state_dict' beside pickled objects of that project's classes, which are neither needed nor ever run: see
@@ -11,10 +14,21 @@ overrides) and writes a jaxkd workdir — config.json, data.json, model/ — tha
 ``jaxkd.predict`` and distillation (as the teacher) accept. A state dict that does not fit the preset is a one-line
 error naming the mismatching keys and shapes; the output directory is then left as it was.
 
+from-torch --resume: continues an original run. The original's training checkpoint (``checkpoint_epoch_N.pth`` or
+``best_model.pth``: model, optimiser (AdamW, Adam, SGD, RMSprop), scheduler, SWA average, epoch, best accuracy,
+metrics history) becomes a jaxkd workdir holding the trainer's checkpoint at the end of that epoch, so that
+``python -m jaxkd.train`` with the same config resumes at epoch N + 1 with the optimiser's moments and step count,
+the learning-rate schedule's position and the SWA average carried over (:mod:`jaxkd.train.continuation`). The
+optimiser must be the config's, with its hyperparameters; each mismatch is a one-line error naming the override.
+
 from-yaml: the original project's YAML config -> a jaxkd preset file (:mod:`jaxkd.interop.yaml_import` has the mapping).
 
 to-torch: a jaxkd workdir's exported model -> a state dict in the original / torch_ref layout, as ``.pth``
-(torch.save of {key: tensor}; ``load_state_dict(strict=True)`` accepts it) or ``.safetensors``.
+(torch.save of {key: tensor}; ``load_state_dict(strict=True)`` accepts it) or ``.safetensors``. With ``--original``
+a ``.pth`` in the original's checkpoint format instead (its ``load_checkpoint`` reads it): model_state_dict (the
+newest checkpoint's weights), epoch, best_val_acc, metrics_history; ``--optimizer`` adds optimizer_state_dict
+(torch's optimizer.state_dict() of the config's optimiser, parameters in the original's order) and, with SWA,
+swa_model_state_dict. No scheduler_state_dict: the original keeps its own scheduler's state.
 
 Existing outputs are never overwritten without ``--force``. Errors exit with code 2 and one line on stderr.
 """
@@ -104,10 +118,11 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 
 def _from_torch(cfg, spec: str, torch_path: str | os.PathLike, out_dir: str | os.PathLike, *, force: bool = False,
-                log: Callable[[str], None] = print) -> Path:
+                log: Callable[[str], None] = print, resume: bool = False) -> Path:
     from flax import nnx
 
     from jaxkd import interop, models
+    from jaxkd.interop.fit import expected_layout
     from jaxkd.train import checkpoint as ckpt_lib
     from jaxkd.train import reporting, steps
 
@@ -115,7 +130,7 @@ def _from_torch(cfg, spec: str, torch_path: str | os.PathLike, out_dir: str | os
     _check_out_dir(out, force, [src])
     obj = tc.load_torch_file(src)
     sd = tc.state_dict_arrays(obj, str(src))
-    expected = expected_shapes(cfg)
+    expected, param_keys = expected_layout(cfg)
     problems, hint = fit_problems(expected, sd)
     if problems:
         seen = tc.describe_state_dict(sd)
@@ -124,6 +139,8 @@ def _from_torch(cfg, spec: str, torch_path: str | os.PathLike, out_dir: str | os
             + "; ".join(problems)
             + (f". The checkpoint looks like {seen}" if seen else "")
             + f"{hint or '; choose the preset the checkpoint was trained with (or --config.a.b=value overrides)'}")
+    if resume:
+        return _resume(cfg, spec, obj, sd, src, out, expected, param_keys, log)
     model = models.build(cfg, nnx.Rngs(0))
     interop.torch_to_jax(model, sd, strict=True)
     meta = data_meta(cfg)
@@ -151,9 +168,59 @@ def _from_torch(cfg, spec: str, torch_path: str | os.PathLike, out_dir: str | os
     return out
 
 
+def _resume(cfg, spec: str, obj, sd: dict, src: Path, out: Path, expected: dict, param_keys: set,
+            log: Callable[[str], None]) -> Path:
+    """from-torch --resume: the original's training checkpoint -> a jaxkd workdir the trainer resumes."""
+    from jaxkd import data as data_lib
+    from jaxkd import tasks
+    from jaxkd.interop.original_run import read_original_run
+    from jaxkd.train import checkpoint as ckpt_lib
+    from jaxkd.train import continuation, reporting
+    from jaxkd.train.loop import data_json, epoch_steps
+
+    cfg, task_notes = tasks.task_class(cfg).prepare_config(cfg)  # as the trainer does: config.json must match
+    continuation.check_task(cfg, str(src))
+    run = read_original_run(obj, str(src), cfg, expected, param_keys)
+    data = data_lib.DataPipeline.from_config(cfg)
+    spe = epoch_steps(cfg, data)
+    state, host, notes = continuation.resume_state(cfg, run, sd, spe, str(src))
+    step = (run.epoch + 1) * spe
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        (tmp / "config.json").write_text(config_lib.to_json(cfg) + "\n")
+        reporting.write_json_atomic(tmp / "data.json", data_json(data))
+        continuation.write_history(reporting.MetricWriter(tmp / "metrics.jsonl"), run.history, run.epoch + 1, spe)
+        reporting.write_json_atomic(tmp / "converted_from.json", {
+            "torch_checkpoint": str(src.resolve()), "preset": spec, "resume": True, "epochs_done": run.epoch + 1,
+            "step": step, "steps_per_epoch": spe, "optimizer": run.optimizer, "original_optimizer_steps": run.steps,
+            "swa_averaged": run.swa[0] if run.swa else 0, "notes": task_notes + notes,
+            "ignored_objects": tc.unloaded_objects(obj)})
+        ckpts = ckpt_lib.Checkpoints(tmp, keep=cfg.logging.keep_checkpoints)
+        try:
+            ckpts.save(step, state, host)
+            ckpts.wait()
+        finally:
+            ckpts.close()
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    swa = f", SWA average of {run.swa[0]} epoch(s)" if run.swa else ""
+    counted = f" after {run.steps} step(s)" if run.steps is not None else ""
+    log(f"imported {src} (after epoch {run.epoch + 1}: {len(sd)} tensors, {run.optimizer} state{counted}{swa}) "
+        f"with preset '{spec}' into {out}: jaxkd.train resumes it at epoch {run.epoch + 2} of "
+        f"{cfg.training.num_epochs} (step {step}, {spe} steps an epoch)")
+    for note in task_notes + notes:
+        log(f"note: {note}")
+    return out
+
+
 def from_torch(config_spec: str, torch_path: str | os.PathLike, out_dir: str | os.PathLike,
                overrides: Sequence[str] = (), *, force: bool = False,
-               log: Callable[[str], None] = print) -> Path:
+               log: Callable[[str], None] = print, resume: bool = False) -> Path:
     """Imports a PyTorch checkpoint of the original project into a new jaxkd workdir ``out_dir``; returns it.
 
     ``config_spec``: a preset 'configs/NAME.py[:arg]' (or 'NAME[:arg]'); ``overrides``: '--config.a.b=value'
@@ -161,31 +228,49 @@ def from_torch(config_spec: str, torch_path: str | os.PathLike, out_dir: str | o
     normalisation) and model/ (the weights, as training exports them), so ``jaxkd.train.checkpoint.load(out_dir)``
     returns the model with the checkpoint's weights. Raises ConvertError (checkpoint does not fit the preset,
     ``out_dir`` not empty without ``force``), TorchCheckpointError (unreadable file), ConfigError.
+
+    ``resume``: ``torch_path`` is the original's training checkpoint (checkpoint_epoch_N.pth / best_model.pth) and
+    the workdir continues its run: config.json, data.json, metrics.jsonl (the original's history) and the trainer's
+    checkpoint at the end of epoch N (see :mod:`jaxkd.train.continuation`), which ``python -m jaxkd.train`` with the
+    same config resumes at epoch N + 1. Raises OriginalRunError for an optimiser state the config cannot continue.
     """
     cfg = config_lib.load(config_spec, overrides)
-    return _from_torch(cfg, config_spec, torch_path, out_dir, force=force, log=log)
+    return _from_torch(cfg, config_spec, torch_path, out_dir, force=force, log=log, resume=resume)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # to-torch
 
-def to_torch(workdir: str | os.PathLike, out_path: str | os.PathLike, *, force: bool = False) -> Path:
+def to_torch(workdir: str | os.PathLike, out_path: str | os.PathLike, *, force: bool = False,
+             original: bool = False, optimizer: bool = False) -> Path:
     """Writes the exported model of a jaxkd workdir as a torch-layout state dict: ``.pth`` / ``.pt`` (torch.save
     of {key: tensor}, loadable with the torch_ref model's ``load_state_dict(strict=True)``) or ``.safetensors``
     (float32 weights, int64 num_batches_tracked; metadata 'format': 'pt' and 'jaxkd_config': the config JSON).
-    Refuses to overwrite an existing file unless ``force``. Returns the path written."""
+    ``original`` (``.pth`` only): the original project's checkpoint format instead, from the newest checkpoint
+    (:func:`jaxkd.train.continuation.original_checkpoint`); ``optimizer`` (implies ``original``): with the
+    optimiser state in torch's layout. Refuses to overwrite an existing file unless ``force``. Returns the path."""
     from jaxkd import interop
     from jaxkd.train import checkpoint as ckpt_lib
 
     out = Path(out_path)
+    original = original or optimizer
     if out.suffix not in (".pth", ".pt", ".safetensors"):
         raise ConvertError(f"--out {out}: give a .pth (or .pt) or a .safetensors file name")
+    if original and out.suffix == ".safetensors":
+        raise ConvertError(f"--out {out}: the original's checkpoint format is a .pth (torch.save); give a .pth "
+                           "file name, or drop --original / --optimizer")
     if out.exists() and not force:
         raise ConvertError(f"--out {out} exists; pass --force to overwrite it")
     if out.is_dir():
         raise ConvertError(f"--out {out} is a directory; give a file name")
-    model, cfg = ckpt_lib.load(workdir)
-    sd = interop.jax_to_torch(model)
+    if original:
+        from jaxkd.train.continuation import original_checkpoint
+
+        sd = original_checkpoint(workdir, optimizer=optimizer)
+        cfg = None
+    else:
+        model, cfg = ckpt_lib.load(workdir)
+        sd = interop.jax_to_torch(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
@@ -199,11 +284,22 @@ def to_torch(workdir: str | os.PathLike, out_path: str | os.PathLike, *, force: 
             except ImportError:
                 raise ConvertError(f"--out {out}: writing .pth needs torch (pip install torch); or write "
                                    ".safetensors") from None
-            torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp)
+            torch.save(_tensors(sd, torch), tmp)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def _tensors(x, torch):
+    """numpy arrays -> torch tensors, through dicts, lists and tuples (plain values as they are)."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x if x.flags.c_contiguous else np.array(x, order="C"))  # (0-d stays 0-d)
+    if isinstance(x, dict):
+        return {k: _tensors(v, torch) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_tensors(v, torch) for v in x)
+    return x
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -237,6 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--torch", required=True, help="best_model.pth (or a state dict .pth / .safetensors)")
     p.add_argument("--out", required=True, help="new jaxkd workdir")
     p.add_argument("--force", action="store_true", help="replace an existing jaxkd workdir at --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the original's run: --torch is its checkpoint_epoch_N.pth (or best_model.pth) "
+                        "with the optimiser, scheduler and SWA state, and --out a workdir that python -m jaxkd.train "
+                        "(same --config and overrides) resumes at epoch N+1 with the optimiser's moments, step "
+                        "count, schedule position and SWA average carried over")
     p = sub.add_parser("from-yaml", help="original project's YAML config -> jaxkd preset .py")
     p.add_argument("yaml", help="the original project's YAML config")
     p.add_argument("--out", required=True, help="preset file to write (.py)")
@@ -250,6 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("to-torch", help="jaxkd workdir -> torch-layout state dict (.pth or .safetensors)")
     p.add_argument("--workdir", required=True)
     p.add_argument("--out", required=True, help="FILE.pth or FILE.safetensors")
+    p.add_argument("--original", action="store_true",
+                   help="write the original project's checkpoint format (model_state_dict, epoch, best_val_acc, "
+                        "metrics_history; .pth) from the newest checkpoint, for its load_checkpoint")
+    p.add_argument("--optimizer", action="store_true",
+                   help="with --original (implied): add optimizer_state_dict (torch's optimizer.state_dict() of the "
+                        "config's optimiser) and, with SWA, swa_model_state_dict, so the original continues the run")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     overrides, rest = config_lib.split_overrides(argv)
     args = parser.parse_args(rest)
@@ -257,8 +364,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--config.* overrides apply to from-torch only (got {overrides[0]})")
     if args.command == "from-torch":
         paths.output_dir(args.out, "--out")
-        from_torch(args.config, args.torch, args.out, overrides, force=args.force)
-        print(f"evaluate it with: python -m jaxkd.evaluate --workdir {args.out}")
+        from_torch(args.config, args.torch, args.out, overrides, force=args.force, resume=args.resume)
+        if args.resume:
+            print(f"continue it with: python -m jaxkd.train --config {' '.join([args.config, *overrides])} "
+                  f"--workdir {args.out}")
+        else:
+            print(f"evaluate it with: python -m jaxkd.evaluate --workdir {args.out}")
     elif args.command == "from-yaml":
         paths.output_file(args.out, "--out")
         cfg = from_yaml(args.yaml, args.out, ignore_unsupported=args.ignore_unsupported, devices=args.devices,
@@ -268,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"python -m jaxkd.train --config {args.out} --workdir DIR")
     else:
         paths.output_file(args.out, "--out")
-        out = to_torch(args.workdir, args.out, force=args.force)
+        out = to_torch(args.workdir, args.out, force=args.force, original=args.original, optimizer=args.optimizer)
         print(f"wrote {out}")
     return 0
 

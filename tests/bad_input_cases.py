@@ -96,6 +96,49 @@ def _mnist_idx_truncated(t: Path) -> None:
         (t / "idx" / f"{name}.gz").write_bytes(gzip.compress(raw))
 
 
+def _original_run(t: Path, optimizer: str = "adamw", epoch: int = 1, change=None) -> None:
+    """t/checkpoint_epoch_{epoch + 1}.pth in the original's training-checkpoint format, of torch_ref's MNIST-variant
+    AdaptiveCNN (configs/quickstart.py's model) after one optimiser step (AdamW with the preset's learning rate and
+    weight decay, or SGD); `change(ckpt)` spoils it first."""
+    import torch
+
+    from torch_ref import cnn as tcnn
+
+    torch.manual_seed(0)
+    model = tcnn.AdaptiveCNN("mnist", 1, 10)
+    opt = (torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=5e-4) if optimizer == "adamw" else
+           torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4))
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 1e-3)
+    opt.step()
+    ckpt = {"epoch": epoch, "model_state_dict": model.state_dict(), "optimizer_state_dict": opt.state_dict(),
+            "best_val_acc": 50.0, "metrics_history": {"val_loss": [2.0] * (epoch + 1)}}
+    if change is not None:
+        change(ckpt)
+    torch.save(ckpt, t / f"checkpoint_epoch_{epoch + 1}.pth")
+
+
+def _drop_optimizer_state(ckpt: dict, keep: int = 20) -> None:
+    """Keeps the optimiser state of the first `keep` parameters only (a file cut short when it was written)."""
+    state = ckpt["optimizer_state_dict"]["state"]
+    for i in [i for i in state if i >= keep]:
+        del state[i]
+
+
+def _drop_model_keys(ckpt: dict) -> None:
+    sd = ckpt["model_state_dict"]
+    for k in list(sd)[len(sd) // 2:]:
+        del sd[k]
+
+
+def _transpose_moment(ckpt: dict) -> None:
+    """exp_avg of the first parameter (the stem conv, OIHW (32, 1, 3, 3)) saved in another layout (HWIO)."""
+    entry = ckpt["optimizer_state_dict"]["state"][0]
+    entry["exp_avg"] = entry["exp_avg"].permute(2, 3, 1, 0).contiguous()
+
+
+RESUME = ["from-torch", "--config", "configs/quickstart.py", "--out", "{out}", "--resume", "--torch"]
+
 PEER_YAML = """experiment_name: cnn_mnist
 data: {dataset: mnist, batch_size: 64, num_workers: 8}
 model: {model_type: adaptive_cnn, num_classes: 10}
@@ -446,6 +489,23 @@ CASES = [
     C("convert-from-torch-out-not-empty", "convert",
       ["from-torch", "--config", "configs/quickstart.py", "--torch", "{pth10}", "--out", "{cnn}"],
       ["--out {cnn} exists and is not empty", "pass --force to replace it"]),
+    C("convert-resume-optimizer-mismatch", "convert", RESUME + ["{tmp}/checkpoint_epoch_2.pth"],
+      ["{tmp}/checkpoint_epoch_2.pth: the optimiser state is torch SGD's",
+       "the config trains with training.optimizer = 'adamw'", "set --config.training.optimizer=sgd"],
+      prep=lambda t: _original_run(t, "sgd")),
+    C("convert-resume-truncated-optimizer-state", "convert", RESUME + ["{tmp}/checkpoint_epoch_2.pth"],
+      ["optimizer_state_dict holds exp_avg, exp_avg_sq for 20 of the model's 61 parameters",
+       "missing: 20 (features.3.bn1.weight)", "use a complete checkpoint"],
+      prep=lambda t: _original_run(t, change=_drop_optimizer_state)),
+    C("convert-resume-truncated-model-state", "convert", RESUME + ["{tmp}/checkpoint_epoch_2.pth"],
+      ["{tmp}/checkpoint_epoch_2.pth does not fit preset 'configs/quickstart.py'", "53 missing: classifier.0.bias"],
+      prep=lambda t: _original_run(t, change=_drop_model_keys)),
+    C("convert-resume-moment-wrong-shape", "convert", RESUME + ["{tmp}/checkpoint_epoch_2.pth"],
+      ["optimiser state 0 'exp_avg' has shape (3, 3, 1, 32)", "features.0.0.weight, has shape (32, 1, 3, 3)",
+       "use the checkpoint it was saved with"], prep=lambda t: _original_run(t, change=_transpose_moment)),
+    C("convert-resume-epoch-beyond-num-epochs", "convert", RESUME + ["{tmp}/checkpoint_epoch_21.pth"],
+      ["the original run finished epoch 21 ('epoch' 20)", "training.num_epochs = 15",
+       "set --config.training.num_epochs=21 or more"], prep=lambda t: _original_run(t, epoch=20)),
     C("convert-to-torch-exists", "convert", ["to-torch", "--workdir", "{vit}", "--out", "{tmp}/model.pth"],
       ["--out {tmp}/model.pth exists", "pass --force to overwrite it"], prep=lambda t: _garbage(t / "model.pth")),
     C("convert-to-torch-bad-suffix", "convert", ["to-torch", "--workdir", "{vit}", "--out", "{tmp}/model.txt"],

@@ -2,7 +2,8 @@
 
 torch.optim.AdamW / Adam / SGD(nesterov) with LambdaLR stepped per epoch, clip_grad_norm_, F.cross_entropy with
 label smoothing, gradient accumulation by `loss / k` and an optimiser step every k micro-batches, and SWA through
-torch.optim.swa_utils (AveragedModel + update_bn).
+torch.optim.swa_utils (AveragedModel + update_bn). `save_checkpoint` / `load_checkpoint`: the original project's
+training checkpoints (its Trainer.save_checkpoint's dict, and what its Trainer.load_checkpoint restores from one).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["epoch_lr", "make_optimizer", "train_steps", "swa_average", "update_bn"]
+__all__ = ["epoch_lr", "make_optimizer", "train_steps", "swa_average", "update_bn", "save_checkpoint",
+           "load_checkpoint"]
 
 
 def epoch_lr(epoch: int, *, lr: float, warmup_epochs: int, num_epochs: int, eta_min: float = 0.0,
@@ -89,3 +91,36 @@ def swa_average(model: torch.nn.Module, snapshots: Iterable[dict]) -> torch.opti
 def update_bn(images: Iterable[torch.Tensor], model: torch.nn.Module) -> None:
     """torch.optim.swa_utils.update_bn over the given NCHW image batches."""
     torch.optim.swa_utils.update_bn(((x,) for x in images), model)
+
+
+def save_checkpoint(path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched=None, *, epoch: int,
+                    swa_model: torch.optim.swa_utils.AveragedModel | None = None, best_val_acc: float = 0.0,
+                    metrics_history: dict | None = None, config=None, metrics: dict | None = None) -> None:
+    """torch.save of the original's checkpoint dict: 'epoch' (0-based index of the epoch just finished; the
+    original names the file checkpoint_epoch_{epoch + 1}.pth), model / optimizer / scheduler / SWA state dicts,
+    'metrics', its pickled 'config', 'best_val_acc' (percent), 'metrics_history' and 'rng_state'."""
+    ckpt = {"epoch": epoch, "model_state_dict": model.state_dict(), "optimizer_state_dict": opt.state_dict(),
+            "metrics": metrics or {}, "config": config, "best_val_acc": best_val_acc,
+            "metrics_history": dict(metrics_history or {}), "rng_state": {"torch": torch.get_rng_state()}}
+    if sched is not None:
+        ckpt["scheduler_state_dict"] = sched.state_dict()
+    if swa_model is not None:
+        ckpt["swa_model_state_dict"] = swa_model.state_dict()
+    torch.save(ckpt, path)
+
+
+def load_checkpoint(path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched=None,
+                    swa_model: torch.optim.swa_utils.AveragedModel | None = None, safe_globals=()) -> dict:
+    """What the original's Trainer.load_checkpoint does: torch.load (weights_only, with its config classes as safe
+    globals), then model.load_state_dict (strict), optimizer.load_state_dict, the scheduler's and the SWA model's
+    when present. Returns {'epoch', 'best_val_acc', 'metrics_history'} as it keeps them."""
+    with torch.serialization.safe_globals(list(safe_globals)):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(ckpt["model_state_dict"])
+    opt.load_state_dict(ckpt["optimizer_state_dict"])
+    if sched is not None and "scheduler_state_dict" in ckpt:
+        sched.load_state_dict(ckpt["scheduler_state_dict"])
+    if swa_model is not None and "swa_model_state_dict" in ckpt:
+        swa_model.load_state_dict(ckpt["swa_model_state_dict"])
+    return {"epoch": ckpt["epoch"], "best_val_acc": ckpt.get("best_val_acc", 0),
+            "metrics_history": ckpt.get("metrics_history", {})}

@@ -10,7 +10,7 @@ import numpy as np
 
 from jaxkd.interop import torch_pickle as tc
 
-__all__ = ["load_torch_checkpoint", "expected_shapes", "fit_problems"]
+__all__ = ["load_torch_checkpoint", "expected_shapes", "expected_layout", "fit_problems"]
 
 _HEADS = ("classifier.3.weight", "head.weight")
 _SHOW = 5  # keys listed per kind of mismatch
@@ -51,13 +51,19 @@ def fit_problems(expected: dict[str, tuple], sd: dict[str, np.ndarray]) -> tuple
 
 def expected_shapes(cfg) -> dict[str, tuple[int, ...]]:
     """torch key -> torch-layout shape of the model ``cfg`` builds, without initialising it (nnx.eval_shape)."""
+    return expected_layout(cfg)[0]
+
+
+def expected_layout(cfg) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+    """(torch key -> torch-layout shape, the keys that are parameters rather than buffers) of the model ``cfg``
+    builds, without initialising it (nnx.eval_shape)."""
     from flax import nnx
 
     from jaxkd import models
-    from jaxkd.interop.state_dict import torch_state_dict_shapes
+    from jaxkd.interop.state_dict import torch_param_keys, torch_state_dict_shapes
 
     abstract = nnx.eval_shape(lambda: models.build(cfg, nnx.Rngs(0)))
     for _, var in nnx.iter_graph(abstract):
         if isinstance(var, nnx.Variable) and hasattr(var.get_value(), "shape"):
             var.set_value(np.broadcast_to(np.zeros((), np.int8), var.get_value().shape))  # shape only, no memory
-    return torch_state_dict_shapes(abstract)
+    return torch_state_dict_shapes(abstract), torch_param_keys(abstract)

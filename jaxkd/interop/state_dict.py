@@ -36,6 +36,9 @@ __all__ = [
     "torch_state_dict_keys",
     "unwrap_state_dict",
     "shape_mismatches",
+    "torch_param_keys",
+    "param_tree_from_torch",
+    "param_tree_to_torch",
 ]
 
 _PARAM_LEAF = {"kernel": "weight", "scale": "weight"}
@@ -47,13 +50,13 @@ class StateDictMismatch(JaxkdError, ValueError):
 
 
 def _torch_key(path: tuple, var: nnx.Variable) -> str:
+    leaves = _PARAM_LEAF if isinstance(var, nnx.Param) else _STAT_LEAF if isinstance(var, nnx.BatchStat) else {}
+    return _join_key(path, leaves)
+
+
+def _join_key(path: tuple, leaves: Mapping[str, str]) -> str:
     parts = [str(p) for p in path if p != "layers"]
-    leaf = parts[-1]
-    if isinstance(var, nnx.Param):
-        leaf = _PARAM_LEAF.get(leaf, leaf)
-    elif isinstance(var, nnx.BatchStat):
-        leaf = _STAT_LEAF.get(leaf, leaf)
-    parts[-1] = leaf
+    parts[-1] = leaves.get(parts[-1], parts[-1])
     return ".".join(parts)
 
 
@@ -122,6 +125,46 @@ def shape_mismatches(expected: Mapping[str, tuple], state_dict: Mapping[str, Any
     shaped = [(k, tuple(expected[k]), tuple(np.shape(state_dict[k]))) for k in expected
               if k in state_dict and tuple(np.shape(state_dict[k])) != tuple(expected[k])]
     return missing, unexpected, shaped
+
+
+def torch_param_keys(model: nnx.Module) -> set[str]:
+    """The torch keys of ``model``'s nnx.Param variables: torch's parameters, as opposed to its buffers
+    (BatchNorm's running statistics and counter)."""
+    return {key for key, (_, var) in _variables(model).items() if isinstance(var, nnx.Param)}
+
+
+def _param_path_key(path: tuple) -> tuple[str, bool]:
+    """(torch key, is a kernel) of a leaf of an nnx.Param state flattened by jax.tree_util (its key path: DictKeys,
+    then the Variable's own ``.value``)."""
+    names = tuple(getattr(k, "key", getattr(k, "idx", None)) for k in path
+                  if not (isinstance(k, jax.tree_util.GetAttrKey) and k.name == "value"))
+    return _join_key(names, _PARAM_LEAF), names[-1] == "kernel"
+
+
+def param_tree_from_torch(params_like: Any, tensors: Mapping[str, Any]) -> Any:
+    """A pytree shaped like ``params_like`` (a model's nnx.Param state, or an optimiser moment of it such as optax's
+    Adam ``mu``) whose leaves are ``tensors`` -- torch-layout arrays keyed by torch parameter key, e.g. torch
+    optimiser moments -- in jaxkd's layout (the layout conversion of :func:`torch_to_jax`) and the leaves' dtypes.
+    Every leaf's key must be in ``tensors`` with the torch-layout shape (KeyError / ValueError otherwise)."""
+
+    def convert(path, leaf):
+        key, kernel = _param_path_key(path)
+        arr = _torch_to_jax_layout(_to_numpy(tensors[key], key), kernel)
+        if arr.shape != leaf.shape:
+            raise ValueError(f"{key}: torch-layout shape {np.shape(tensors[key])} does not give {leaf.shape}")
+        return jnp.asarray(np.asarray(arr, dtype=leaf.dtype))
+
+    return jax.tree_util.tree_map_with_path(convert, params_like)
+
+
+def param_tree_to_torch(params_like: Any) -> dict[str, np.ndarray]:
+    """Inverse of :func:`param_tree_from_torch`: a pytree shaped like a model's nnx.Param state (the parameters, or
+    an optimiser moment of them) -> {torch parameter key: torch-layout numpy array}, in jaxkd's (sorted) order."""
+    out: dict[str, np.ndarray] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params_like)[0]:
+        key, kernel = _param_path_key(path)
+        out[key] = np.array(_jax_to_torch_layout(np.asarray(jax.device_get(leaf)), kernel), order="C", copy=True)
+    return out
 
 
 def torch_state_dict_keys(model: nnx.Module) -> list[str]:

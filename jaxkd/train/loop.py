@@ -34,7 +34,7 @@ from jaxkd.train import checkpoint as ckpt_lib
 from jaxkd.train import optim, reporting, steps
 from jaxkd.train.evaluators import batch_dict, bn_recompute, evaluate_split
 
-__all__ = ["train", "main", "maybe_initialize_distributed"]
+__all__ = ["train", "main", "maybe_initialize_distributed", "epoch_steps", "data_json"]
 
 
 def _version(package: str) -> str:
@@ -145,6 +145,25 @@ def _largest_weight(params) -> float:
     return float(max(jnp.max(jnp.abs(x.astype(jnp.float32))) for x in jax.tree.leaves(params)))
 
 
+def epoch_steps(cfg, data) -> int:
+    """Micro-steps of one epoch: the data's full batches, capped by training.max_steps_per_epoch, rounded down to
+    a multiple of training.gradient_accumulation_steps."""
+    steps_per_epoch = data.steps_per_epoch
+    if cfg.training.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.training.max_steps_per_epoch)
+    accum = cfg.training.gradient_accumulation_steps
+    if steps_per_epoch < accum:
+        raise ConfigError(f"config field 'training.gradient_accumulation_steps' = {accum} exceeds the "
+                          f"{steps_per_epoch} steps of an epoch: lower it or the batch size")
+    return steps_per_epoch - steps_per_epoch % accum
+
+
+def data_json(data) -> dict:
+    """A workdir's data.json: class names, image shape (H, W, C) and the normalisation of the pipeline `data`."""
+    return {"class_names": list(data.class_names), "image_shape": list(data.image_shape),
+            "mean": [float(v) for v in np.ravel(data.mean)], "std": [float(v) for v in np.ravel(data.std)]}
+
+
 def train(cfg, workdir: str | os.PathLike, *, force: bool = False,
           on_step: Callable[[int], None] | None = None) -> dict:
     """Trains per `cfg` into `workdir`; returns the summary dict (also written to summary.json).
@@ -202,14 +221,8 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
     if tuple(data.image_shape) != tuple(config_lib.image_shape(cfg) or data.image_shape):
         raise ConfigError(f"the data's images are {data.image_shape} but the config expects "
                           f"{config_lib.image_shape(cfg)}: check data.dataset / data.image_size")
-    steps_per_epoch = data.steps_per_epoch
-    if cfg.training.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.training.max_steps_per_epoch)
+    steps_per_epoch = epoch_steps(cfg, data)
     accum = cfg.training.gradient_accumulation_steps
-    if steps_per_epoch < accum:
-        raise ConfigError(f"config field 'training.gradient_accumulation_steps' = {accum} exceeds the "
-                          f"{steps_per_epoch} steps of an epoch: lower it or the batch size")
-    steps_per_epoch -= steps_per_epoch % accum
     epochs = cfg.training.num_epochs
     # --- model ---------------------------------------------------------------------------------------------------
     model = models.build(cfg, nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1))
@@ -240,9 +253,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
     if is_main:
         lock.acquire()  # (creates the workdir)
         (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
-        reporting.write_json_atomic(workdir / "data.json", {
-            "class_names": list(data.class_names), "image_shape": list(data.image_shape),
-            "mean": [float(v) for v in np.ravel(data.mean)], "std": [float(v) for v in np.ravel(data.std)]})
+        reporting.write_json_atomic(workdir / "data.json", data_json(data))
     ckpts = run.ckpts = ckpt_lib.Checkpoints(workdir, keep=cfg.logging.keep_checkpoints)
     for partial in ckpts.removed_partial:
         print(f"note: removed {partial}, a checkpoint a killed run left half-written", file=sys.stderr)
