@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["quickstart", "--workdir", "q", "--smoke", "--seeds", "2", "--teacher-seeds", "1"]
 
 
-def _env(cache: Path) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXKD_OFFLINE="1", JAXKD_COMPILATION_CACHE=str(cache),
-               JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+def _env() -> dict:
+    """Offline, CPU; the test session's compilation cache (conftest.py), which the other tests' smoke presets fill."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXKD_OFFLINE="1")
     env.pop("XLA_FLAGS", None)
     return env
 
@@ -44,7 +44,7 @@ def _study(args, cwd: Path, env: dict, timeout: int = 900) -> dict:
 
 
 def _build(base: Path) -> dict:
-    env = _env(base / "jax_cache")
+    env = _env()
     phases = {"first": _study([*ARGS, "--only", "teacher"], base, env)}
     assert phases["first"]["rc"] == 0, phases["first"]["stderr"][-3000:]
     phases["full"] = _study(ARGS, base, env)
@@ -278,7 +278,7 @@ def test_mnist_suite_smoke_end_to_end(shared_data_dir, tmp_path):
     distilled DeiTs train, and RESULTS.md / results.json hold every run with the distilled runs paired to the ViT."""
     # (deit_soft differs from deit_hard by two config values: --only keeps CI inside its budget)
     r = _study(["mnist", "--workdir", "m", "--smoke", "--seeds", "1", "--only", "cnn,vit,deit_hard"], tmp_path,
-               _env(tmp_path / "jax_cache"))
+               _env())
     assert r["rc"] == 0, r["stdout"][-3000:] + r["stderr"][-3000:]
     res = _results(tmp_path / "m")
     assert res["suite"] == "mnist" and res["smoke"] is True
