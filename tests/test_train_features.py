@@ -373,3 +373,54 @@ def test_a_new_mode_is_one_module_and_one_registry_entry(reference, tmp_path, mo
     assert val and all(0.0 <= r["toy_correct"] <= 1.0 for r in val)  # (sums become means over the split)
     # negative control: the same trainer without the entry (the reference run) logs none of it
     assert not any("toy_entropy" in r for r in reference[2]) and not any("toy_correct" in r for r in reference[3])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TensorBoard (issue 21 item 1) and the profile of a real run (item 3)
+
+def _events(logdir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    ea.Reload()
+    return ea
+
+
+def test_tensorboard_holds_every_metrics_row(reference):
+    """The reference run's event files, read back with TensorBoard's own reader: every numeric value of every
+    metrics.jsonl row under KIND/NAME at its step (float32, as TensorBoard stores it), the config, the first
+    augmented batch, the final test numbers and the hyper-parameters with the results."""
+    workdir, summary, train, val = reference
+    ea = _events(workdir / "tensorboard")
+    tags = ea.Tags()
+    expected = {}
+    for row in train + val:
+        for k, v in row.items():
+            if k not in ("kind", "step") and isinstance(v, (int, float)):
+                expected[(f"{row['kind']}/{k}", row["step"])] = float(v)
+    assert {t for t, _ in expected} <= set(tags["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/images_per_s", "val/accuracy"} <= set(tags["scalars"])
+    got = {(t, e.step): e.value for t in tags["scalars"] for e in ea.Scalars(t)}
+    for key, v in expected.items():
+        assert got[key] == pytest.approx(v, rel=1e-6, abs=1e-30), key
+    assert len([e for e in ea.Scalars("train/loss")]) == len(train)  # one event per row, no more
+    assert got[("test/accuracy", train[-1]["step"])] == pytest.approx(summary["test_accuracy"])
+    assert got[("test/ema_accuracy", train[-1]["step"])] == pytest.approx(summary["ema_test_accuracy"])
+    assert "train/augmented_batch" in tags["images"]
+    img = ea.Images("train/augmented_batch")[0]
+    assert img.step == 0 and img.width > 8 and img.height > 8
+    assert "config/text_summary" in tags["tensors"]
+    text = ea.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert json.loads(text.strip("`\n")) == json.loads((workdir / "config.json").read_text())
+    assert set(ea.PluginTagToContent("hparams")) >= {"_hparams_/experiment", "_hparams_/session_start_info"}
+
+
+def test_tensorboard_off_and_a_profile_leave_the_results_unchanged(reference, tmp_path):
+    """logging.profile_steps=[2, 4] records a jax.profiler trace of steps 2..3 into WORKDIR/profile (an .xplane.pb
+    for TensorBoard's profile plugin / xprof); with it, and with TensorBoard off, the run ends with the reference
+    run's parameters bit for bit."""
+    summary, _, _ = _train(tmp_path, T + "ema.enabled=true", T + "ema.decay=0.5", "--config.logging.tensorboard=false",
+                           "--config.logging.profile_steps=[2, 4]")
+    assert summary["params_sha256"] == reference[1]["params_sha256"]
+    assert list((tmp_path / "profile").rglob("*.xplane.pb")), sorted(p.name for p in tmp_path.rglob("*"))
+    assert not (tmp_path / "tensorboard").exists()

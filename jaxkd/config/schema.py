@@ -100,7 +100,9 @@ def base_config() -> ConfigDict:
         eval_every_epochs=1,  # jaxkd
     )
     logging = _section(
-        log_dir="",  # unused: kept for YAML compatibility (no effect; jaxkd writes everything into --workdir)
+        log_dir="",  # TensorBoard's event files: '' = WORKDIR/tensorboard, else LOG_DIR/<workdir's name>
+        tensorboard=True,  # jaxkd: TensorBoard event files of every scalar, the config, images (process 0)
+        profile_steps=[],  # jaxkd: [start, stop]: a jax.profiler trace of training steps start..stop-1 (1-based)
         save_frequency=5, keep_checkpoints=3, progress_bar=True)
     vit = _section(
         variant="tiny",  # tiny | small | base | custom (custom: embed_dim / num_heads as given)
@@ -264,6 +266,10 @@ RULES: dict[str, Callable] = {
     "training.max_steps_per_epoch": _rng(0),
     "training.log_every_steps": _rng(1),
     "training.eval_every_epochs": _rng(1),
+    "logging.profile_steps": lambda v, c: (
+        None if v == [] or (len(v) == 2 and all(float(x).is_integer() for x in v) and 1 <= v[0] < v[1]) else
+        "must be [] (no profile) or [start, stop] with 1 <= start < stop: the training steps start..stop-1 "
+        "(1-based) are traced"),
     "logging.save_frequency": _rng(1),
     "logging.keep_checkpoints": _rng(1),
     "vit.variant": _choice("tiny", "small", "base", "custom"),

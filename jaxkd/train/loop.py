@@ -31,7 +31,7 @@ from jaxkd import models, paths, tasks
 from jaxkd.config import ConfigError
 from jaxkd.errors import NonFiniteError
 from jaxkd.train import checkpoint as ckpt_lib
-from jaxkd.train import optim, reporting, steps
+from jaxkd.train import optim, reporting, steps, writers
 from jaxkd.train.evaluators import batch_dict, bn_recompute, evaluate_split
 
 __all__ = ["train", "main", "maybe_initialize_distributed", "epoch_steps", "data_json"]
@@ -177,12 +177,16 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False,
     multi = jax.process_count() > 1
     stop = _StopOnSignal()  # from here on a SIGTERM / SIGINT is answered by a checkpoint at the next sync point
     lock = ckpt_lib.WorkdirLock(workdir)  # one run per workdir (held by process 0)
-    run = types.SimpleNamespace(ckpts=None)  # what _train has opened, for the error path below
+    run = types.SimpleNamespace(ckpts=None, tensorboard=None, profiling=False)  # what _train opened (error path)
     try:
         return _train(cfg, Path(workdir), force, t_start, is_main, multi, stop, lock, run, on_step)
     except OSError as e:  # a full or read-only disk under one of the run's own files: one line, saves finished
         raise ckpt_lib.workdir_write_error(e, Path(workdir), run.ckpts) from e
     finally:
+        if run.profiling:
+            jax.profiler.stop_trace()
+        if run.tensorboard is not None:
+            run.tensorboard.close()
         lock.release()
         stop.restore()
 
@@ -224,6 +228,15 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
     steps_per_epoch = epoch_steps(cfg, data)
     accum = cfg.training.gradient_accumulation_steps
     epochs = cfg.training.num_epochs
+    profile = [int(x) for x in cfg.logging.profile_steps]  # [start, stop): 1-based training steps to trace
+    if profile and profile[1] - 1 > epochs * steps_per_epoch:
+        raise ConfigError(f"config field 'logging.profile_steps' = {profile} traces steps {profile[0]}.."
+                          f"{profile[1] - 1}, but the run has {epochs * steps_per_epoch} training steps ({epochs} "
+                          f"epochs of {steps_per_epoch}): give a window inside them, e.g. "
+                          f"[{min(2, epochs * steps_per_epoch)}, {min(2, epochs * steps_per_epoch) + 1}]")
+    tb_dir = writers.tensorboard_dir(cfg.logging.log_dir, workdir) if cfg.logging.tensorboard else None
+    if tb_dir is not None and cfg.logging.log_dir and is_main:
+        paths.output_dir(cfg.logging.log_dir, "config field 'logging.log_dir'")
     # --- model ---------------------------------------------------------------------------------------------------
     model = models.build(cfg, nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1))
     task = tasks.from_config(cfg, data)  # (its teacher loaded and checked against the data)
@@ -269,6 +282,16 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
                   file=sys.stderr)
         if is_main:
             print(f"resuming from step {start_step} (epoch {start_step / steps_per_epoch:.2f})", flush=True)
+    if is_main and tb_dir is not None:  # (purge_step: the events a killed run logged after its checkpoint)
+        try:
+            run.tensorboard = writers.TensorBoardWriter(tb_dir, purge_step=start_step + 1 if start_step else None)
+        except ImportError:  # (a machine where only jaxkd's source could be brought: the run goes on without)
+            print("note: tensorboardX is not installed: no TensorBoard event files (pip install tensorboardX, or "
+                  "--config.logging.tensorboard=false to silence this)", file=sys.stderr)
+    if run.tensorboard is not None:
+        writer.sinks.append(run.tensorboard)
+        if not start_step:
+            run.tensorboard.config(config_lib.to_json(cfg))
     start_step = start_step or 0
     status.set("setup", start_step)  # (only now: a run refused on a bad workdir leaves it as it was)
     stopping = 0  # the signal every process has agreed to stop on (see _StopOnSignal)
@@ -286,12 +309,23 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
         pending, timer, since = [], reporting.Timer(), 0
         for batch in data.train_batches(epoch, step - epoch * steps_per_epoch,
                                         num_steps=steps_per_epoch - (step - epoch * steps_per_epoch)):
+            if profile and is_main and step + 1 == profile[0]:
+                jax.profiler.start_trace(str(workdir / "profile"))
+                run.profiling = True
             state, metrics = train_step(state, batch_dict(batch, mixing), aux)
+            if run.profiling and step + 1 == profile[1] - 1:
+                jax.block_until_ready(metrics)
+                jax.profiler.stop_trace()
+                run.profiling = False
+                print(f"profiled training steps {profile[0]}..{profile[1] - 1} into {workdir / 'profile'} (view: "
+                      f"tensorboard --logdir {workdir / 'profile'}, or xprof)", file=sys.stderr, flush=True)
             if first_step_s is None:  # one sync, once: the time to the first finished step (compilation included)
                 jax.block_until_ready(metrics)
                 first_step_s = time.time() - t_start
                 if is_main:
                     print(f"first step done {first_step_s:.1f} s after start", file=sys.stderr, flush=True)
+                if run.tensorboard is not None and step == 0:  # what the model (and the teacher) sees
+                    _log_first_batch(run.tensorboard, batch, data)
             if on_step is not None:
                 on_step(step)
             pending.append(metrics)
@@ -411,12 +445,38 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
         reporting.plot_confusion_matrix(final["test"]["confusion"], data.class_names,
                                         workdir / "confusion_matrix.png", title=f"{cfg.experiment_name} (test)")
         reporting.write_json_atomic(workdir / "summary.json", summary)
+        if run.tensorboard is not None:
+            _log_final(run.tensorboard, cfg, summary, step, workdir / "confusion_matrix.png")
         print(text)
         extra = "".join(f", {n} {summary[f'{n}_test_accuracy']:.4f}" for n in ("swa", "ema") if n in results)
         print(f"test accuracy {summary['test_accuracy']:.4f}{extra} ({summary['wall_s']:.0f} s)", flush=True)
     status.set("done", step)
     ckpts.close()
     return summary
+
+
+def _log_first_batch(tb, batch, data) -> None:
+    """The first training batch (this process's first device's share, at most 64 images), un-normalised, and the
+    teacher's clean view when the batch carries one."""
+    mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
+    views = {"train/augmented_batch": batch.image}
+    if batch.teacher_image is not None:
+        views["train/teacher_view"] = batch.teacher_image
+    for tag, images in views.items():
+        x = np.asarray(jax.device_get(images.addressable_data(0)))[:64]
+        tb.images(tag, x * std + mean, 0)
+
+
+def _log_final(tb, cfg, summary: dict, step: int, confusion_png: Path) -> None:
+    """The final test numbers, the confusion matrix and the hyper-parameters with the run's results."""
+    names = {"test_accuracy": "accuracy", "test_loss": "loss", "test_top5": "top5",
+             "swa_test_accuracy": "swa_accuracy", "ema_test_accuracy": "ema_accuracy"}
+    tb.scalars("test", step, {name: summary[k] for k, name in names.items() if summary.get(k) is not None})
+    if confusion_png.is_file():
+        tb.picture("test/confusion_matrix", confusion_png, step)
+    tb.hparams(config_lib.flatten(cfg), {k: summary.get(k) for k in ("test_accuracy", "val_accuracy",
+                                                                      "best_val_accuracy")})
+    tb.flush()
 
 
 def main(argv=None, on_step: Callable[[int], None] | None = None) -> int:

@@ -46,10 +46,13 @@ def _json_default(x):
 
 
 class MetricWriter:
-    """Appends one JSON object per line to workdir/metrics.jsonl: {"kind": "train"|"val"|..., "step", "epoch", ...}."""
+    """Appends one JSON object per line to workdir/metrics.jsonl: {"kind": "train"|"val"|..., "step", "epoch", ...},
+    and hands the same row to each of ``sinks`` (``sink.scalars(kind, step, values)``: TensorBoard,
+    jaxkd.train.writers)."""
 
-    def __init__(self, path: str | os.PathLike | None):
+    def __init__(self, path: str | os.PathLike | None, sinks: Sequence[Any] = ()):
         self.path = Path(path) if path else None
+        self.sinks = list(sinks)
 
     def write(self, kind: str, step: int, epoch: float, **values: Any) -> None:
         if self.path is None:
@@ -60,6 +63,8 @@ class MetricWriter:
             row[k] = v.item() if v.ndim == 0 else v.tolist()
         with open(self.path, "a") as f:
             f.write(json.dumps(row, default=_json_default) + "\n")
+        for sink in self.sinks:
+            sink.scalars(kind, step, {k: v for k, v in row.items() if k not in ("kind", "step")})
 
     def truncate_after(self, step: int) -> int:
         """Drops the rows logged after `step` (a resumed run logs them again) and any row that is not whole JSON

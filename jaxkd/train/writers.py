@@ -1,0 +1,101 @@
+"""Where a run's numbers go besides metrics.jsonl: TensorBoard event files (always, unless
+``logging.tensorboard=false``), written by tensorboardX, which needs no TensorFlow.
+
+The trainer's :class:`jaxkd.train.reporting.MetricWriter` hands every row it appends to metrics.jsonl to the sinks
+here, so the event files hold the same scalars under ``KIND/NAME`` tags (``train/loss``, ``train/lr``,
+``val/accuracy``, ``train/kd_loss``, ...) at the same steps. Besides those: the config (as text and as
+hyper-parameters next to the final test accuracy), a grid of the first augmented training batch (what the model
+sees, and the teacher's view when it differs), the final test numbers (``test/...``) and the confusion matrix.
+
+tensorboardX serialises an event on the calling thread (microseconds) and writes the file from its own thread, so
+the training step never waits for the disk. Only process 0 writes. A resumed run hides the events the killed run
+logged after its checkpoint (``purge_step``), so the curves do not fold back on themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TensorBoardWriter", "tensorboard_dir"]
+
+
+def tensorboard_dir(log_dir: str, workdir: str | os.PathLike) -> Path:
+    """The folder of a run's event files: WORKDIR/tensorboard, or LOG_DIR/<workdir's name> when
+    ``logging.log_dir`` is set (so that several runs sharing a log_dir are several runs in TensorBoard)."""
+    workdir = Path(workdir)
+    return Path(log_dir) / workdir.resolve().name if log_dir else workdir / "tensorboard"
+
+
+def _scalar(v: Any) -> float | None:
+    """A finite-or-not Python float for a number (0-d array, numpy or Python scalar); None for anything else."""
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    a = np.asarray(v) if not isinstance(v, (str, bytes, Mapping)) else None
+    if a is not None and a.ndim == 0 and a.dtype.kind in "biuf":
+        return float(a)
+    return None
+
+
+class TensorBoardWriter:
+    """Event files of one run in ``logdir``. ``purge_step``: a resumed run's first step (events of earlier attempts
+    at that step and later are hidden)."""
+
+    def __init__(self, logdir: str | os.PathLike, *, purge_step: int | None = None, flush_secs: int = 30):
+        from tensorboardX import SummaryWriter
+
+        self.logdir = Path(logdir)
+        self._w = SummaryWriter(logdir=str(self.logdir), purge_step=purge_step, flush_secs=flush_secs)
+
+    # -- what MetricWriter forwards ------------------------------------------------------------------------------
+    def scalars(self, kind: str, step: int, values: Mapping[str, Any]) -> None:
+        """One metrics.jsonl row: each numeric value as ``kind/name`` at ``step`` (lists and text are skipped)."""
+        for name, v in values.items():
+            x = _scalar(v)
+            if x is not None:
+                self._w.add_scalar(f"{kind}/{name}", x, int(step))
+
+    # -- the rest of a run ---------------------------------------------------------------------------------------
+    def config(self, cfg_json: str) -> None:
+        """The resolved config, as a text panel (Markdown code block)."""
+        self._w.add_text("config", "```\n" + cfg_json + "\n```", 0)
+
+    def images(self, tag: str, images: np.ndarray, step: int, captions: Sequence[str] | None = None) -> None:
+        """Float images in [0, 1], (N, H, W, C), as one grid image."""
+        from jaxkd.data.grid import make_grid
+
+        grid = np.asarray(make_grid(np.clip(images, 0.0, 1.0), captions))
+        self._w.add_image(tag, grid, int(step), dataformats="HWC")
+
+    def picture(self, tag: str, png: str | os.PathLike, step: int) -> None:
+        """A PNG the run wrote (the confusion matrix) as an image."""
+        from PIL import Image
+
+        with Image.open(png) as im:
+            self._w.add_image(tag, np.asarray(im.convert("RGB")), int(step), dataformats="HWC")
+
+    def hparams(self, flat_config: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """The config's scalar and text fields as hyper-parameters, with the run's final numbers as their metrics
+        (TensorBoard's HPARAMS tab compares runs by them)."""
+        hp = {}
+        for k, v in flat_config.items():
+            if isinstance(v, (bool, int, float, str)):
+                hp[k] = v
+            elif isinstance(v, (list, tuple)):
+                hp[k] = json.dumps(list(v))
+        clean = {f"hparams/{k}": float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        self._w.add_hparams(hp, clean, name=".")  # (the run's own folder, not a sub-run)
+
+    def flush(self) -> None:
+        self._w.flush()
+
+    def close(self) -> None:
+        self._w.close()
