@@ -238,7 +238,7 @@ def to_official(state_dict: Mapping[str, Any], where: str = "") -> tuple[dict[st
 @dataclasses.dataclass(frozen=True)
 class HubMetadata:
     """What a hub folder or file name says beyond the weights: the attention heads and/or the official arch name
-    ('vit_small' ...) that implies them, and where that was read (for messages)."""
+    ('vit_small' ...) that implies them, and where that was read (for messages: it names the file)."""
 
     num_heads: int | None = None
     arch: str | None = None
@@ -322,7 +322,7 @@ def hub_metadata(files: list[Path], config: Path | None, layout: str) -> HubMeta
         return _hf_metadata(doc, config)
     if layout == "timm":
         for name, where in ((str((doc or {}).get("architecture", "")), f"{config} (architecture)"),
-                            (files[0].name, "the file name")):
+                            (files[0].name, f"the name of {files[0]}")):
             m = TIMM_DINOV2_NAME.search(name)
             if m:
                 return HubMetadata(arch=f"vit_{m.group(1)}", source=f"timm model name '{m.group(0)}' in {where}")

@@ -245,8 +245,8 @@ def _hub_heads(hub: HubMetadata | None, heads: int, what: str, where: str) -> in
                                "and no config.json or timm model name states it: set it (teacher_num_heads)")
         return heads
     if heads and heads != said:
-        raise TeacherError(f"{where or 'the DINOv2 weights'}: {hub.source} says {said} attention heads, but "
-                           f"{what} {heads}: set {said}, or pass weights of the architecture you meant")
+        raise TeacherError(f"{hub.source} says {said} attention heads, but {what} {heads}: set {said}, or pass "
+                           "weights of the architecture you meant")
     return said
 
 
