@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
-import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +19,14 @@ from safetensors.numpy import save_file
 from jaxkd.interop import jax_to_torch
 from jaxkd.models.dinov2 import DinoVisionTransformer
 from jaxkd.tasks import dinov2_layouts as L
-from jaxkd.tasks.teachers import TeacherError, dinov2_arch_from_state_dict, load_dinov2, read_dinov2_weights
+from jaxkd.tasks.teachers import (
+    DINOV2_ARCHS,
+    TeacherError,
+    dinov2_arch_from_state_dict,
+    dinov2_config_from_state_dict,
+    load_dinov2,
+    read_dinov2_weights,
+)
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, patch_size=14, img_size=56)
 
@@ -78,12 +83,6 @@ def _same(a, b):
 
 
 X = np.random.default_rng(0).standard_normal((1, 56, 56, 3)).astype(np.float32)
-
-
-def test_import_reads_no_hub_library():
-    code = ("import sys, jaxkd.tasks.teachers; bad = {'torch', 'timm', 'transformers'} & set(sys.modules); "
-            "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 @pytest.mark.parametrize("names", [0, 1])
@@ -180,3 +179,39 @@ def test_other_architectures_are_named(keys, found):
         L.to_official({k: np.zeros(1, np.float32) for k in keys}, where="w.safetensors")
     msg = str(e.value)
     assert msg.startswith("w.safetensors: ") and "timm's vit_*_patch14_dinov2" in msg and "\n" not in msg
+
+
+def _official_shapes(arch: str, regs: int = 0) -> dict:
+    """Zero-stride arrays of an official hub file's shapes (no memory until a conversion concatenates)."""
+    a = DINOV2_ARCHS[arch]
+    d, h = a.embed_dim, (8192 if a.ffn_layer == "swiglu" else 4 * a.embed_dim)
+    shapes = {"cls_token": (1, 1, d), "pos_embed": (1, 1370, d), "mask_token": (1, d), "norm.weight": (d,),
+              "norm.bias": (d,), "patch_embed.proj.weight": (d, 3, 14, 14), "patch_embed.proj.bias": (d,)}
+    if regs:
+        shapes["register_tokens"] = (1, regs, d)
+    fc = ("w12", "w3") if a.ffn_layer == "swiglu" else ("fc1", "fc2")
+    for i in range(a.depth):
+        b = f"blocks.{i}."
+        shapes.update({b + "norm1.weight": (d,), b + "norm1.bias": (d,), b + "attn.qkv.weight": (3 * d, d),
+                       b + "attn.qkv.bias": (3 * d,), b + "attn.proj.weight": (d, d), b + "attn.proj.bias": (d,),
+                       b + "ls1.gamma": (d,), b + "norm2.weight": (d,), b + "norm2.bias": (d,), b + "ls2.gamma": (d,),
+                       f"{b}mlp.{fc[0]}.weight": (h, d), f"{b}mlp.{fc[0]}.bias": (h,),
+                       f"{b}mlp.{fc[1]}.weight": (d, h // (2 if fc[0] == "w12" else 1)), f"{b}mlp.{fc[1]}.bias": (d,)})
+    return {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}
+
+
+def test_real_sizes():
+    """facebook/dinov2-small (with registers) and timm's vit_giant_patch14_reg4_dinov2 at their real shapes convert
+    to what the official checks accept for dinov2_vits14_reg / dinov2_vitg14_reg (ViT-g's SwiGLU: 8192 -> 4096)."""
+    sd = _official_shapes("vit_small", regs=4)
+    got, layout = L.to_official(_as_transformers(sd))
+    assert layout == "transformers" and {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in sd.items()}
+    g = _official_shapes("vit_giant", regs=4)
+    timm = {k.replace("mlp.w12", "mlp.fc1").replace("mlp.w3", "mlp.fc2"): v for k, v in g.items()
+            if k not in ("mask_token", "register_tokens", "pos_embed")}
+    timm.update(reg_token=g["register_tokens"], pos_embed=g["pos_embed"][:, 1:])
+    got, layout = L.to_official(timm)
+    assert layout == "timm" and {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in g.items()}
+    for arch, s in (("dinov2_vits14_reg", sd), ("dinov2_vitg14_reg", got)):
+        cfg = dinov2_config_from_state_dict(s, arch)
+        assert cfg["num_register_tokens"] == 4 and cfg["img_size"] == 518

@@ -135,7 +135,7 @@ def read_dinov2_weights(path: str | os.PathLike, *, arch: Any = "vit_small",
     name (``architecture`` in its config.json, or the file name). ``arch`` / ``num_register_tokens`` only choose
     the download URL named by the missing-file error.
     """
-    p = os.fspath(path)
+    p = os.path.expanduser(os.fspath(path))
     if not os.path.exists(p):
         raise TeacherWeightsNotFound(
             f"DINOv2 weight file not found: {p!r}. jaxkd does not download weights: fetch "
