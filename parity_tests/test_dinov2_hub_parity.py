@@ -95,6 +95,7 @@ CASES = list(TIMM) + list(HF)
 def _timm_model(case: str):
     timm = _lib("timm")
     name, kw, _ = TIMM[case]
+    torch.manual_seed(len(case))  # the weight matrices: the libraries' own initialisation, seeded
     m = timm.create_model(name, pretrained=False, img_size=IMG, embed_dim=D, depth=DEPTH, num_heads=HEADS, **kw)
     return _randomise(m, seed=len(case))
 
@@ -102,6 +103,7 @@ def _timm_model(case: str):
 def _hf_model(case: str):
     transformers = _lib("transformers")
     regs, kw, _ = HF[case]
+    torch.manual_seed(len(case))
     common = dict(hidden_size=D, num_hidden_layers=DEPTH, num_attention_heads=HEADS, image_size=IMG, patch_size=14)
     if regs:
         m = transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(**common, **kw))
