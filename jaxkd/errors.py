@@ -9,7 +9,8 @@ Each subclass also keeps the builtin base its callers catch (ValueError, Floatin
 
 from __future__ import annotations
 
-__all__ = ["JaxkdError", "RunFailure", "NonFiniteError", "first_line", "describe"]
+__all__ = ["JaxkdError", "RunFailure", "NonFiniteError", "TeacherError", "TeacherWeightsNotFound", "first_line",
+           "describe"]
 
 
 class JaxkdError(Exception):
@@ -27,6 +28,15 @@ class RunFailure(JaxkdError, RuntimeError):
 class NonFiniteError(JaxkdError, FloatingPointError):
     """The numerics guard stopped a run: a non-finite loss, gradient or weight (the message names the step and the
     fixes: learning rate, clipping, precision)."""
+
+
+class TeacherError(JaxkdError, ValueError):
+    """A teacher cannot be built: bad weight file, wrong architecture, bad argument (``jaxkd.tasks.teachers``; here so
+    that the modules of ``jaxkd.tasks`` that read weight files can raise it without importing each other)."""
+
+
+class TeacherWeightsNotFound(TeacherError, FileNotFoundError):
+    """The teacher's weight file does not exist (the message says where to download it)."""
 
 
 def first_line(e: BaseException, limit: int | None = None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +85,38 @@ def _pth_wrong_keys(t: Path) -> None:
 
     torch.save({"model_state_dict": {"conv.weight": torch.zeros(4, 1, 3, 3), "fc.bias": torch.zeros(10)}},
                t / "teacher.pth")
+
+
+def _safetensors(path: Path, shapes: dict) -> None:
+    """A .safetensors file of zeros with these keys and shapes (what a hub file of that model holds)."""
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.zeros(s, np.float32) for k, s in shapes.items()}, str(path))
+
+
+# timm's resnet50 and vit_small_patch16_224 (no DINOv2 LayerScale / mask token): their first keys, as timm writes them
+TIMM_RESNET = {"conv1.weight": (64, 3, 7, 7), "bn1.weight": (64,), "layer1.0.conv1.weight": (64, 64, 1, 1),
+               "fc.weight": (1000, 2048)}
+TIMM_VIT = {"cls_token": (1, 1, 384), "pos_embed": (1, 197, 384), "blocks.0.attn.qkv.weight": (1152, 384)}
+
+
+def _hf_snapshot(t: Path, model_type: str = "dinov2", d: int = 8) -> None:
+    """t/models--org--TYPE with refs/main -> snapshots/r: config.json (2 heads) + model.safetensors of a 1-block
+    Dinov2Model of width d, or ViTModel keys (google/vit-*) for model_type 'vit'."""
+    snap = t / f"models--org--{model_type}" / "snapshots" / "r"
+    blocks = (["layernorm_before", "intermediate.dense"] if model_type == "vit" else
+              ["norm1", "norm2", "attention.output.dense", "mlp.fc2", "layer_scale1", "layer_scale2"]
+              + [f"attention.attention.{n}" for n in ("query", "key", "value")])
+    shapes = {f"encoder.layer.0.{n}.{'lambda1' if 'scale' in n else 'weight'}": (d,) if "norm" in n or "scale" in n
+              else (d, d) for n in blocks}
+    shapes.update({"encoder.layer.0.mlp.fc1.weight": (4 * d, d), "embeddings.cls_token": (1, 1, d),
+                   "embeddings.position_embeddings": (1, 17, d), "embeddings.patch_embeddings.projection.weight":
+                   (d, 3, 14, 14), **{k.replace(".weight", ".bias"): (d,) for k in shapes if "norm" in k}})
+    _safetensors(snap / "model.safetensors", shapes)
+    (snap / "config.json").write_text(json.dumps({"model_type": model_type, "num_attention_heads": 2}))
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("r")
 
 
 def _mnist_idx_truncated(t: Path) -> None:
@@ -435,6 +468,25 @@ CASES = [
       SS + ["--config.ss_distillation.teacher_model_name=dinov2_custom", "--config.ss_distillation.teacher_num_heads=2",
             "--config.ss_distillation.teacher_checkpoint={tmp}/tiny.npz"],
       ["not a DINOv2 state dict", "cls_token"], prep=lambda t: np.savez(t / "tiny.npz", foo=np.zeros(3))),
+    C("teacher-dinov2-hub-timm-resnet", "train",
+      SS + ["--config.ss_distillation.teacher_checkpoint={tmp}/resnet50.a1_in1k.safetensors"],
+      ["{tmp}/resnet50.a1_in1k.safetensors: not a DINOv2 state dict: found a ResNet",
+       "expected a DINOv2 backbone in one of the layouts", "timm's vit_*_patch14_dinov2"],
+      prep=lambda t: _safetensors(t / "resnet50.a1_in1k.safetensors", TIMM_RESNET)),
+    C("teacher-dinov2-hub-timm-vit-without-dinov2-keys", "train",
+      SS + ["--config.ss_distillation.teacher_checkpoint={tmp}/vit_small_patch16_224.safetensors"],
+      ["not a DINOv2 state dict: found a ViT without DINOv2's LayerScale and mask token",
+       "the official one (cls_token, mask_token"],
+      prep=lambda t: _safetensors(t / "vit_small_patch16_224.safetensors", TIMM_VIT)),
+    C("teacher-dinov2-hub-hf-vit-snapshot", "train",
+      SS + ["--config.ss_distillation.teacher_checkpoint={tmp}/models--org--vit"],
+      ["{tmp}/models--org--vit: not a DINOv2 state dict: found a Hugging Face ViT (ViTModel",
+       "Hugging Face Dinov2Model (embeddings.cls_token"], prep=lambda t: _hf_snapshot(t, "vit")),
+    C("teacher-dinov2-hub-hf-heads-disagree", "train",
+      SS + ["--config.ss_distillation.teacher_model_name=dinov2_custom", "--config.ss_distillation.teacher_num_heads=4",
+            "--config.ss_distillation.teacher_checkpoint={tmp}/models--org--dinov2"],
+      ["{tmp}/models--org--dinov2/snapshots/r/config.json (num_attention_heads) says 2 attention heads",
+       "num_heads (ss_distillation.teacher_num_heads) is 4: set 2"], prep=lambda t: _hf_snapshot(t)),
     C("teacher-ss-jaxkd-too-shallow", "train",
       SS + ["--config.ss_distillation.teacher_type=jaxkd", "--config.ss_distillation.teacher_checkpoint={vit}"],
       ["'ss_distillation.token_layers' = [0, 1]: the teacher has only 1 blocks",

@@ -1,9 +1,23 @@
-"""Frozen self-supervised teachers: DINOv2 ViTs loaded from the official PyTorch weight files.
+"""Frozen self-supervised teachers: DINOv2 ViTs loaded from the official PyTorch weight files or the hubs' files.
 
 There is no network access: the user downloads the weight file (``dinov2_vits14_pretrain.pth`` etc., URLs by
-:func:`dinov2_weights_url`) and passes its path. ``.pth``/``.pt`` files are read with
+:func:`dinov2_weights_url`) and passes its path. ``.pth``/``.pt``/``.bin`` files are read with
 ``torch.load(path, map_location='cpu', weights_only=True)`` (torch imported lazily, only then; a file that would
-need arbitrary pickled code is refused); ``.safetensors`` (``safetensors`` package) and ``.npz`` need no torch.
+need arbitrary pickled code is refused); ``.safetensors`` (``safetensors``' numpy API) and ``.npz`` need no torch.
+
+Accepted layouts, detected from the keys and converted to the official one by explicit key tables
+(:mod:`jaxkd.tasks.dinov2_layouts`, which lists every rule): the official facebookresearch/dinov2 hub files;
+timm's ``vit_{small,base,large,giant}_patch14[_reg4]_dinov2`` (what ``timm.create_model(...).state_dict()`` or
+timm's hub ``model.safetensors`` holds); Hugging Face transformers' ``Dinov2Model`` /
+``Dinov2WithRegistersModel`` (``facebook/dinov2-*``: separate q / k / v, ``layer_scale1.lambda1``...). A Hugging
+Face snapshot folder (``config.json`` + ``model.safetensors``) or the cache folder above it
+(``~/.cache/huggingface/hub/models--facebook--dinov2-small``) is read as it is, offline. The attention heads are
+not in the weights: a named ``arch`` states them; a transformers ``config.json`` (in the folder, or beside the
+file) states them too (``num_attention_heads``), and so does a timm model name (``architecture`` in a timm hub
+folder's config.json, else the weight file's name): a disagreement is an error, and a ``dinov2_custom`` teacher
+takes them from there or from ``teacher_num_heads``. Whatever the layout, the positional-embedding interpolation
+is the official hub models' (below): timm and transformers resample slightly differently at inputs other than
+the pretraining size (pass ``interpolate_offset`` / ``interpolate_antialias`` to choose).
 
     teacher = load_dinov2("dinov2_vits14_pretrain.pth", arch="vit_small", img_size=224)
     t6, t11 = teacher.get_intermediate_layers(x_nhwc, [6, 11], norm=True)   # (B, 256, 384) each
@@ -21,28 +35,24 @@ import os
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxkd.errors import JaxkdError, describe, first_line
+from jaxkd.errors import TeacherError, TeacherWeightsNotFound, describe, first_line
 from jaxkd.interop import StateDictMismatch, torch_to_jax, unwrap_state_dict
 from jaxkd.models.dinov2 import DinoVisionTransformer
+from jaxkd.tasks import dinov2_layouts as layouts
+from jaxkd.tasks.dinov2_layouts import HubMetadata
 
 __all__ = ["TeacherError", "TeacherWeightsNotFound", "DinoV2Arch", "DINOV2_ARCHS", "DINOV2_BASE_URL",
-           "dinov2_weights_url", "read_state_dict", "dinov2_config_from_state_dict", "load_dinov2"]
+           "HubMetadata", "dinov2_weights_url", "read_dinov2_weights", "read_state_dict",
+           "dinov2_arch_from_state_dict", "dinov2_config_from_state_dict", "load_dinov2"]
 
 DINOV2_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
-
-
-class TeacherError(JaxkdError, ValueError):
-    """A teacher cannot be built: bad weight file, wrong architecture, bad argument."""
-
-
-class TeacherWeightsNotFound(TeacherError, FileNotFoundError):
-    """The teacher's weight file does not exist (the message says where to download it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,23 +123,49 @@ def _where_to_get(arch: Any, num_register_tokens: int | None) -> str:
         return f"{DINOV2_BASE_URL}/dinov2_vits14/dinov2_vits14_pretrain.pth (or the file of your architecture)"
 
 
-def read_state_dict(path: str | os.PathLike, *, arch: Any = "vit_small",
-                    num_register_tokens: int | None = None) -> dict[str, Any]:
-    """Read a weight file into a dict key -> array (numpy, or torch tensors for .pth), without running code.
+def read_dinov2_weights(path: str | os.PathLike, *, arch: Any = "vit_small",
+                        num_register_tokens: int | None = None) -> tuple[dict[str, Any], str, HubMetadata]:
+    """(the state dict in the official layout, the layout the file was in, what its hub folder says: heads / arch).
 
-    ``.safetensors`` -> ``safetensors.numpy.load_file``; ``.npz`` -> ``np.load(allow_pickle=False)``; anything
-    else (``.pth``, ``.pt``) -> ``torch.load(path, map_location='cpu', weights_only=True)`` (torch imported
-    here, lazily). A ``{'model_state_dict'|'state_dict': sd}`` wrapper is unwrapped. ``arch`` /
-    ``num_register_tokens`` only choose the download URL named by the missing-file error.
-    Raises :class:`TeacherWeightsNotFound` (missing file) or :class:`TeacherError` (unreadable / unsafe file).
+    ``path``: a weight file (read by :func:`read_state_dict`'s rules), or a Hugging Face / timm hub folder: a
+    snapshot (``config.json`` + ``model.safetensors``, sharded ``model.safetensors.index.json`` or
+    ``pytorch_model.bin``) or the cache folder ``models--ORG--NAME`` above its snapshots (no network). The layout
+    (official, timm, transformers) is detected from the keys and converted (:mod:`jaxkd.tasks.dinov2_layouts`);
+    heads come from a transformers ``config.json`` (``num_attention_heads``, also beside a file) or a timm model
+    name (``architecture`` in its config.json, or the file name). ``arch`` / ``num_register_tokens`` only choose
+    the download URL named by the missing-file error.
     """
-    p = os.fspath(path)
+    p = os.path.expanduser(os.fspath(path))
     if not os.path.exists(p):
         raise TeacherWeightsNotFound(
             f"DINOv2 weight file not found: {p!r}. jaxkd does not download weights: fetch "
-            f"{_where_to_get(arch, num_register_tokens)} and pass the local path")
-    if os.path.isdir(p):
-        raise TeacherError(f"DINOv2 weights path {p!r} is a directory; pass the weight file itself")
+            f"{_where_to_get(arch, num_register_tokens)} (or a Hugging Face snapshot of facebook/dinov2-*) and "
+            "pass the local path")
+    files, config = layouts.hub_files(Path(p))
+    sd: dict[str, Any] = {}
+    for f in files:
+        sd.update(_read_file(os.fspath(f), arch, num_register_tokens))
+    official, layout = layouts.to_official(sd, where=p)
+    return official, layout, layouts.hub_metadata(files, config, layout)
+
+
+def read_state_dict(path: str | os.PathLike, *, arch: Any = "vit_small",
+                    num_register_tokens: int | None = None) -> dict[str, Any]:
+    """Read DINOv2 weights into a dict key -> array (numpy, or torch tensors for .pth) in the official layout,
+    without running code: :func:`read_dinov2_weights` without the metadata.
+
+    ``.safetensors`` -> ``safetensors.numpy.load_file``; ``.npz`` -> ``np.load(allow_pickle=False)``; anything
+    else (``.pth``, ``.pt``, ``.bin``) -> ``torch.load(path, map_location='cpu', weights_only=True)`` (torch
+    imported here, lazily). A ``{'model_state_dict'|'state_dict': sd}`` wrapper is unwrapped; a timm or
+    transformers layout is converted; a hub folder is read as by :func:`read_dinov2_weights`.
+    Raises :class:`TeacherWeightsNotFound` (missing file) or :class:`TeacherError` (unreadable / unsafe file, or
+    no DINOv2 in any layout).
+    """
+    return read_dinov2_weights(path, arch=arch, num_register_tokens=num_register_tokens)[0]
+
+
+def _read_file(p: str, arch: Any, num_register_tokens: int | None) -> dict[str, Any]:
+    """One weight file -> dict key -> array, in the layout it holds (see :func:`read_state_dict`)."""
     suffix = os.path.splitext(p)[1].lower()
     if suffix == ".safetensors":
         try:
@@ -199,12 +235,32 @@ def _ffn(sd: Mapping[str, Any]) -> tuple[str, int]:
     return "mlp", (_shape(sd, "blocks.0.mlp.fc1.weight") or (0,))[0]
 
 
-def dinov2_arch_from_state_dict(state_dict: Mapping[str, Any], num_heads: int, where: str = "") -> DinoV2Arch:
-    """The architecture of an official-layout DINOv2 state dict of any size ('dinov2_custom'): width, depth, FFN,
-    patch size and pretraining image size read from its keys and shapes; heads (not in the weights) as given.
-    :func:`dinov2_config_from_state_dict` then checks the file against it as against a named arch."""
-    sd = unwrap_state_dict(state_dict)
+def _hub_heads(hub: HubMetadata | None, heads: int, what: str, where: str) -> int:
+    """The heads to build with: ``heads`` (what the caller set; 0 = not set) checked against the hub folder's (a
+    transformers config.json's num_attention_heads, or the official arch of a timm model name)."""
+    said = None if hub is None else hub.num_heads or (DINOV2_ARCHS[hub.arch].num_heads if hub.arch else None)
+    if said is None:
+        if heads < 1:
+            raise TeacherError(f"{where or 'the DINOv2 weights'}: the number of attention heads is not in the weights "
+                               "and no config.json or timm model name states it: set it (teacher_num_heads)")
+        return heads
+    if heads and heads != said:
+        raise TeacherError(f"{hub.source} says {said} attention heads, but {what} {heads}: set {said}, or pass "
+                           "weights of the architecture you meant")
+    return said
+
+
+def dinov2_arch_from_state_dict(state_dict: Mapping[str, Any], num_heads: int, where: str = "",
+                                hub: HubMetadata | None = None) -> DinoV2Arch:
+    """The architecture of a DINOv2 state dict of any size ('dinov2_custom'; any layout, see
+    :mod:`jaxkd.tasks.dinov2_layouts`): width, depth, FFN, patch size and pretraining image size read from its keys
+    and shapes; heads (not in the weights) as given, checked against what its hub folder says (``hub``, from
+    :func:`read_dinov2_weights`: a transformers config.json or a timm model name), or taken from there when
+    ``num_heads`` is 0. :func:`dinov2_config_from_state_dict` then checks the file against it as against a named
+    arch."""
+    sd, _ = layouts.to_official(unwrap_state_dict(state_dict), where)
     _check_dinov2_keys(sd, where, extra=("blocks.0.norm1.weight",))
+    num_heads = _hub_heads(hub, int(num_heads or 0), "num_heads (ss_distillation.teacher_num_heads) is", where)
     d, p = _shape(sd, "cls_token")[-1], _shape(sd, "patch_embed.proj.weight")[-1]
     grid = int(round(max(_shape(sd, "pos_embed")[1] - 1, 0) ** 0.5))
     ffn, hidden = _ffn(sd)
@@ -223,7 +279,7 @@ def dinov2_config_from_state_dict(state_dict: Mapping[str, Any], arch: str | Din
     got shape, and pointing at the matching arch when the width identifies one.
     """
     name, a, hub_regs = _resolve_arch(arch)
-    sd = unwrap_state_dict(state_dict)
+    sd, _ = layouts.to_official(unwrap_state_dict(state_dict))
     _check_dinov2_keys(sd)
     d = a.embed_dim
     got_d = _shape(sd, "cls_token")[-1]
@@ -289,14 +345,18 @@ def load_dinov2(path_or_state_dict: str | os.PathLike | Mapping[str, Any],
       TeacherWeightsNotFound: missing file (message names the file and the download URL).
       TeacherError: unreadable/unsafe file, or a state dict that does not match ``arch`` (key, expected vs got).
     """
+    hub, where = None, ""
     if isinstance(path_or_state_dict, Mapping):
-        sd = dict(unwrap_state_dict(path_or_state_dict))
+        sd, _ = layouts.to_official(unwrap_state_dict(path_or_state_dict))
     elif isinstance(path_or_state_dict, (str, os.PathLike)):
-        sd = read_state_dict(path_or_state_dict, arch=arch, num_register_tokens=num_register_tokens)
+        sd, _, hub = read_dinov2_weights(path_or_state_dict, arch=arch, num_register_tokens=num_register_tokens)
+        where = os.fspath(path_or_state_dict)
     else:
         raise TeacherError(f"load_dinov2 needs a weight file path or a state dict, got "
                            f"{type(path_or_state_dict).__name__}")
     cfg = dinov2_config_from_state_dict(sd, arch, num_register_tokens)
+    name = _resolve_arch(arch)[0]
+    _hub_heads(hub, cfg["num_heads"], "the given arch has" if name == "custom" else f"arch {name!r} has", where)
     size = (img_size, img_size) if isinstance(img_size, (int, np.integer)) else tuple(int(s) for s in img_size)
     p = cfg["patch_size"]
     if len(size) != 2 or min(size) < p or size[0] % p or size[1] % p:

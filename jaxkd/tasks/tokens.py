@@ -52,8 +52,8 @@ class SSStudent(nnx.Module):
 
 
 def _custom_arch(path: Path, heads: int):
-    sd = teachers.read_state_dict(path, arch="vit_small")
-    return teachers.dinov2_arch_from_state_dict(sd, heads, where=str(path)), sd
+    sd, _, hub = teachers.read_dinov2_weights(path, arch="vit_small")  # hub: heads stated by a config.json
+    return teachers.dinov2_arch_from_state_dict(sd, heads, where=str(path), hub=hub), sd
 
 
 def load_ss_teacher(cfg, data) -> Teacher:
@@ -67,8 +67,9 @@ def load_ss_teacher(cfg, data) -> Teacher:
     dtype = models.compute_dtype(cfg)
     if ss.teacher_type == "dinov2":
         if ss.teacher_model_name == "dinov2_custom":
-            if not path.is_file():
-                raise ConfigError(f"teacher weights '{path}' not found: give the DINOv2-architecture weight file")
+            if not path.exists():
+                raise ConfigError(f"teacher weights '{path}' not found: give the DINOv2-architecture weight file "
+                                  "(or a Hugging Face snapshot folder)")
             arch, source = _custom_arch(path, ss.teacher_num_heads)
         else:
             arch, source = ss.teacher_model_name, path
