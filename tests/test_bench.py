@@ -246,3 +246,15 @@ def test_no_benchmark_figures_in_docstrings():
                     and pattern.search(text) and "{" not in text:
                 bad.append(f"{path.relative_to(ROOT)}:{i}: {text}")
     assert not bad, "\n".join(bad)
+
+
+def test_writers_bench_reports_both_writers(tmp_path, capsys):
+    """`python -m jaxkd.bench writers` (in-process: no JAX step involved): both writers timed, ratio consistent."""
+    from jaxkd.bench.__main__ import main
+
+    out = tmp_path / "w.json"
+    assert main(["writers", "--rows", "5", "--gap-ms", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["jsonl_us_per_row"] > 0 and res["with_tensorboard_us_per_row"] > 0
+    assert res["ratio"] == pytest.approx(res["with_tensorboard_us_per_row"] / res["jsonl_us_per_row"])
+    assert "+ TensorBoard" in capsys.readouterr().out

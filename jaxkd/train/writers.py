@@ -7,8 +7,9 @@ here, so the event files hold the same scalars under ``KIND/NAME`` tags (``train
 hyper-parameters next to the final test accuracy), a grid of the first augmented training batch (what the model
 sees, and the teacher's view when it differs), the final test numbers (``test/...``) and the confusion matrix.
 
-tensorboardX serialises an event on the calling thread (microseconds) and writes the file from its own thread, so
-the training step never waits for the disk. Only process 0 writes. A resumed run hides the events the killed run
+Every call is queued to one background thread, which builds the events (tensorboardX: a few hundred microseconds
+a scalar on a CPU core) and writes them, in order; the training thread only enqueues (``python -m jaxkd.bench
+writers`` times both ways side by side). Only process 0 writes. A resumed run hides the events the killed run
 logged after its checkpoint (``purge_step``), so the curves do not fold back on themselves.
 """
 
@@ -50,37 +51,53 @@ class TensorBoardWriter:
     at that step and later are hidden)."""
 
     def __init__(self, logdir: str | os.PathLike, *, purge_step: int | None = None, flush_secs: int = 30):
+        from concurrent.futures import ThreadPoolExecutor
+
         from tensorboardX import SummaryWriter
 
         self.logdir = Path(logdir)
         self._w = SummaryWriter(logdir=str(self.logdir), purge_step=purge_step, flush_secs=flush_secs)
+        self._queue = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxkd-tensorboard")
+        self._pending = []
+
+    def _submit(self, fn, *args, **kwargs) -> None:
+        """Runs fn on the writer's thread (in call order); an error a queued call raised surfaces here or at
+        flush()."""
+        for f in [f for f in self._pending if f.done()]:
+            f.result()
+        self._pending = [f for f in self._pending if not f.done()]
+        self._pending.append(self._queue.submit(fn, *args, **kwargs))
 
     # -- what MetricWriter forwards ------------------------------------------------------------------------------
     def scalars(self, kind: str, step: int, values: Mapping[str, Any]) -> None:
         """One metrics.jsonl row: each numeric value as ``kind/name`` at ``step`` (lists and text are skipped)."""
-        for name, v in values.items():
-            x = _scalar(v)
-            if x is not None:
+        values = {name: x for name, x in ((n, _scalar(v)) for n, v in values.items()) if x is not None}
+
+        def write():
+            for name, x in values.items():
                 self._w.add_scalar(f"{kind}/{name}", x, int(step))
+
+        self._submit(write)
 
     # -- the rest of a run ---------------------------------------------------------------------------------------
     def config(self, cfg_json: str) -> None:
         """The resolved config, as a text panel (Markdown code block)."""
-        self._w.add_text("config", "```\n" + cfg_json + "\n```", 0)
+        self._submit(self._w.add_text, "config", "```\n" + cfg_json + "\n```", 0)
 
     def images(self, tag: str, images: np.ndarray, step: int, captions: Sequence[str] | None = None) -> None:
         """Float images in [0, 1], (N, H, W, C), as one grid image."""
         from jaxkd.data.grid import make_grid
 
         grid = np.asarray(make_grid(np.clip(images, 0.0, 1.0), captions))
-        self._w.add_image(tag, grid, int(step), dataformats="HWC")
+        self._submit(self._w.add_image, tag, grid, int(step), dataformats="HWC")
 
     def picture(self, tag: str, png: str | os.PathLike, step: int) -> None:
         """A PNG the run wrote (the confusion matrix) as an image."""
         from PIL import Image
 
         with Image.open(png) as im:
-            self._w.add_image(tag, np.asarray(im.convert("RGB")), int(step), dataformats="HWC")
+            pixels = np.asarray(im.convert("RGB"))
+        self._submit(self._w.add_image, tag, pixels, int(step), dataformats="HWC")
 
     def hparams(self, flat_config: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         """The config's scalar and text fields as hyper-parameters, with the run's final numbers as their metrics
@@ -92,10 +109,15 @@ class TensorBoardWriter:
             elif isinstance(v, (list, tuple)):
                 hp[k] = json.dumps(list(v))
         clean = {f"hparams/{k}": float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        self._w.add_hparams(hp, clean, name=".")  # (the run's own folder, not a sub-run)
+        self._submit(self._w.add_hparams, hp, clean, name=".")  # (the run's own folder, not a sub-run)
 
     def flush(self) -> None:
+        """Waits for every queued event, writes them to disk; raises what a queued call raised."""
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.result()
         self._w.flush()
 
     def close(self) -> None:
+        self._queue.shutdown(wait=True)
         self._w.close()
