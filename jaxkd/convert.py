@@ -306,18 +306,20 @@ def _tensors(x, torch):
 # from-yaml
 
 def from_yaml(yaml_path: str | os.PathLike, out_py: str | os.PathLike, *, ignore_unsupported: bool = False,
-              devices: int = 1, mode: str = "auto", force: bool = False, command: str = ""):
+              devices: int = 1, mode: str = "auto", force: bool = False, command: str = "",
+              log: Callable[[str], None] | None = None):
     """Writes the jaxkd preset equivalent to the original project's YAML config; returns the loaded config.
 
-    See :mod:`jaxkd.interop.yaml_import` for the field mapping. Fields without a jaxkd equivalent raise ConfigError
-    listing them all, unless ``ignore_unsupported`` (then they are written as comments). ``devices``: the original's
-    per-device batch_size is multiplied by it (jaxkd's batch is global). ``mode``: auto | supervised |
+    See :mod:`jaxkd.interop.yaml_import` for the field mapping. Unknown fields and values jaxkd cannot reproduce
+    raise ConfigError listing them all, unless ``ignore_unsupported`` (then they are written as comments); fields
+    of the original's PyTorch machinery give one ``note:`` line each to ``log`` (default: stderr). ``devices``: the
+    original's per-device batch_size is multiplied by it (jaxkd's batch is global). ``mode``: auto | supervised |
     distillation | ss. Refuses to overwrite ``out_py`` unless ``force``.
     """
     from jaxkd.interop.yaml_import import import_yaml
 
     return import_yaml(yaml_path, out_py, ignore_unsupported=ignore_unsupported, devices=devices, mode=mode,
-                       force=force, command=command)
+                       force=force, command=command, **({"log": log} if log is not None else {}))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -342,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("yaml", help="the original project's YAML config")
     p.add_argument("--out", required=True, help="preset file to write (.py)")
     p.add_argument("--ignore-unsupported", action="store_true",
-                   help="write fields without a jaxkd equivalent as comments instead of failing")
+                   help="write unknown fields and values jaxkd cannot reproduce as comments instead of failing")
     p.add_argument("--devices", type=int, default=1,
                    help="devices the original run used: jaxkd's global batch = batch_size x devices (default 1)")
     p.add_argument("--mode", default="auto", choices=("auto", "supervised", "distillation", "ss"),

@@ -31,7 +31,7 @@ from parity_tests.review_items import (
                                        item,
 )
 
-NO_EQUIVALENT = "jaxkd.interop.yaml_import:NO_EQUIVALENT"
+NO_EQUIVALENT = "jaxkd.interop.yaml_fields:NO_EQUIVALENT"
 CLS_DROP = "parity_tests/test_cls_token_dropout_parity.py::"
 
 ITEMS_5_9: list[Item] = [
@@ -61,7 +61,8 @@ ITEMS_5_9: list[Item] = [
          "the optimiser update runs inside the one jitted train step (XLA fuses it on every platform) and matches "
          "torch's unfused update", severity="Low",
          deviation="No such field in jaxkd: the original's training.use_fused_optimizer has no equivalent (the fusion "
-         "is XLA's, always on); `jaxkd.convert from-yaml` reports the field (yaml_import.NO_EQUIVALENT)."),
+         "is XLA's, always on); `jaxkd.convert from-yaml` notes the field in one line saying so and imports the rest "
+         "(yaml_fields.NO_EQUIVALENT)."),
     item("5.2", "Cosine annealing",
          [SCHED + "test_per_epoch_schedule_matches_torch", SCHED + "test_per_step_schedule_after_warmup_matches_torch"],
          ["jaxkd.train.optim:epoch_lr", "jaxkd.train.optim:make_schedule"], ["torch_ref.optim:epoch_lr"],
@@ -106,7 +107,8 @@ ITEMS_5_9: list[Item] = [
          "every train and eval step is one jax.jit (XLA) computation; the model's functional step compiles without "
          "RNG arguments", severity="Low",
          deviation="No such fields in jaxkd: compilation is always on and XLA has no modes; the original's "
-         "training.use_compile / compile_mode are reported by `jaxkd.convert from-yaml` (yaml_import.NO_EQUIVALENT)."),
+         "training.use_compile / compile_mode are noted by `jaxkd.convert from-yaml`, one line each saying so, and the "
+         "rest imported (yaml_fields.NO_EQUIVALENT)."),
     item("6", "Flash Attention v2 via F.scaled_dot_product_attention",
          [VIT + "test_forward_eval_and_train_both_attention_paths",
           T_VIT + "test_attention_paths_agree_forward_and_gradients"],
@@ -141,8 +143,8 @@ ITEMS_5_9: list[Item] = [
          "optimizer, scheduler, use_amp, use_swa, use_bf16 with the original's names; defaults per SPEC.md §7",
          severity="Medium",
          deviation="use_compile (and compile_mode, use_fused_optimizer) do not exist in jaxkd: XLA always compiles "
-         "and fuses (see 5.1, 6); from-yaml reports them. use_amp defaults to false in jaxkd (true in the original; "
-         "see 3.2)."),
+         "and fuses (see 5.1, 6); from-yaml notes them. use_amp and use_tf32 default to false in jaxkd (true in the "
+         "original; see 3.2); from-yaml imports the original's defaults."),
     item("7", "ViTConfig",
          [SPEC_DEFAULTS, T_CFG + "test_variant_override_brings_its_width", T_VIT + "test_variants_table",
           T_VIT + "test_without_distillation_token_every_mode_is_cls"],

@@ -40,7 +40,8 @@ SPEC_DEFAULTS = {
     "training.swa_start_epoch": 0.75, "training.swa_lr": 5e-4, "training.use_bf16": True,
     "training.momentum": 0.9,  # §4: SGD with Nesterov momentum 0.9
     "training.nesterov": True,
-    "logging.save_frequency": 5,
+    "logging.save_frequency": 5, "logging.log_level": "INFO", "logging.wandb": False,
+    "logging.wandb_project": "adaptive-cnn", "logging.track_grad_norm": True,
     "vit.variant": "tiny", "vit.img_size": 32, "vit.patch_size": 4, "vit.embed_dim": 192, "vit.depth": 12,
     "vit.num_heads": 3, "vit.mlp_ratio": 4.0, "vit.drop_rate": 0.0, "vit.attn_drop_rate": 0.0,
     "vit.drop_path_rate": 0.1, "vit.distillation": True, "vit.convert_grayscale": True, "vit.use_conv_stem": False,
@@ -62,6 +63,9 @@ SPEC_DEFAULTS = {
 KNOWN_DIFFERENCES = {
     "training.use_amp": (True, False, "jaxkd computes in fp32 unless asked (use_amp=true: bf16, or fp16 with "
                                       "use_bf16=false)"),
+    "training.use_tf32": (True, False, "jaxkd's float32 matmuls are full float32 on GPUs too unless asked "
+                                      "(DEVELOPERS.md, precision on a GPU)"),
+    "logging.wandb_entity": (None, "", "a str field: '' is the original's null (W&B's default entity)"),
 }
 # jaxkd symbol -> torch_ref twin whose shared keyword defaults must agree
 TWINS = [
@@ -130,7 +134,7 @@ def test_presets_use_the_original_optimisers(preset):
         assert t.nesterov is True and t.momentum == 0.9
 
 
-_IGNORED_SOURCES = ("jaxkd/config/schema.py", "jaxkd/interop/yaml_import.py")
+_IGNORED_SOURCES = ("jaxkd/config/schema.py", "jaxkd/interop/yaml_import.py", "jaxkd/interop/yaml_fields.py")
 _NO_EFFECT = re.compile(r"#.*\b(unused|never used|no effect|not used)\b", re.I)
 
 

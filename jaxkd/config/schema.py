@@ -19,6 +19,7 @@ VIT_VARIANTS = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
 # Native image shape (H, W, C) of the datasets jaxkd knows by name; 'custom' takes it from the data.
 DATASET_SHAPES = {"mnist": (28, 28, 1), "cifar": (32, 32, 3), "digits": (8, 8, 1)}
 SOURCE_KINDS = ("tfds:", "npz:", "npy:", "mnist-idx:", "cifar-python:", "folder:", "digits")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # logging.log_level, the original's Python logging levels
 DINOV2_MODELS = tuple(f"dinov2_vit{s}14{r}" for s in "sblg" for r in ("", "_reg")) + ("dinov2_custom",)
 
 
@@ -100,10 +101,16 @@ def base_config() -> ConfigDict:
         eval_every_epochs=1,  # jaxkd
     )
     logging = _section(
+        log_level="INFO",  # DEBUG (INFO + each XLA compilation) | INFO | WARNING (notes only) | ERROR (errors only)
         log_dir="",  # TensorBoard's event files: '' = WORKDIR/tensorboard, else LOG_DIR/<workdir's name>
         tensorboard=True,  # jaxkd: TensorBoard event files of every scalar, the config, images (process 0)
         profile_steps=[],  # jaxkd: [start, stop]: a jax.profiler trace of training steps start..stop-1 (1-based)
-        save_frequency=5, keep_checkpoints=3, progress_bar=True)
+        wandb=False,  # Weights & Biases logging (not implemented yet: the trainer says so in one note)
+        wandb_project="adaptive-cnn",  # unused until W&B logging exists (no effect): the W&B project
+        wandb_entity="",  # unused until W&B logging exists (no effect): the W&B team or user; '' = the default
+        save_frequency=5, keep_checkpoints=3, progress_bar=True,
+        track_grad_norm=True,  # the global gradient norm (before clipping) in metrics.jsonl as grad_norm
+    )
     vit = _section(
         variant="tiny",  # tiny | small | base | custom (custom: embed_dim / num_heads as given)
         img_size=32,
@@ -270,6 +277,9 @@ RULES: dict[str, Callable] = {
         None if v == [] or (len(v) == 2 and all(float(x).is_integer() for x in v) and 1 <= v[0] < v[1]) else
         "must be [] (no profile) or [start, stop] with 1 <= start < stop: the training steps start..stop-1 "
         "(1-based) are traced"),
+    "logging.log_level": _choice(*LOG_LEVELS),
+    "logging.wandb_project": lambda v, c: (
+        None if v.strip() or not c.logging.wandb else "must name a W&B project when logging.wandb is true"),
     "logging.save_frequency": _rng(1),
     "logging.keep_checkpoints": _rng(1),
     "vit.variant": _choice("tiny", "small", "base", "custom"),

@@ -11,8 +11,11 @@ data.dataset: mnist | cifar | custom       data.dataset, and data.source = tfds:
 data.data_path                             data.data_dir (mnist / cifar); data.source folder:PATH (custom)
 data.batch_size (per device)               data.batch_size = batch_size x --devices (jaxkd's batch is global)
 data.normalization: {mean, std}            data.normalization.mean / std (lists; a number becomes [number])
-data.image_size                            data.image_size (custom only; the original ignored it otherwise)
-data.augmentation.<op>: true | false       <op>.enabled
+data.image_size, augmentation.image_size   data.image_size (custom only; the original ignored it otherwise)
+data.augmentation.<op>: true | false       <op>.enabled; cutout: true on MNIST -> cutout.length 8 (SPEC §5)
+data.augmentation.randaugment_n / _m       randaugment.num_ops / randaugment.magnitude
+data.augmentation.mixup_alpha              mixup.alpha (cutmix_alpha: cutmix.alpha)
+mixup: true and cutmix: true               mixup only (the original's precedence), unless switch_prob is given
 data.augmentation.<op>: NUMBER             <op>.enabled and its main field: random_rotation.degrees,
                                            random_affine.translate, cutout.length, random_crop.padding,
                                            mixup.alpha, cutmix.alpha, color_jitter.brightness = contrast =
@@ -21,11 +24,17 @@ data.augmentation.<op>: {field: v, ...}    <op>.enabled and <op>.field (randaugm
                                            random_affine translate [a, a], auto_augment policy, ...)
 data.augmentation.auto_augment: POLICY     auto_augment.enabled, auto_augment.policy
 mixup / cutmix {prob: p}                   data.augmentation.mix_prob
+model.architecture, classifier_layers      not built: [] is accepted, a non-empty list is an error (the
+                                           original's custom-dataset CNN builder; jaxkd builds AdaptiveCNN)
 training.early_stopping: BOOL | {...}      training.early_stopping.enabled (/ patience / min_delta)
-training.patience, training.min_delta      training.early_stopping.patience / min_delta
+training.early_stopping_patience / ...     training.early_stopping.patience / min_delta (also patience,
+_min_delta                                 min_delta)
 training.lr_scheduler_params: {...}        training.lr_scheduler_params.T_max / eta_min / step_size / gamma /
                                            factor / patience
 training.use_amp absent                    training.use_amp = true (the original's default; jaxkd's is false)
+training.use_tf32 absent                   training.use_tf32 = true (likewise; TF32 matters on GPUs only)
+logging.log_level: debug | info | ...      logging.log_level, upper case (DEBUG, INFO, WARNING, ERROR)
+logging.wandb / wandb_project / _entity    the same fields (wandb_entity null -> '')
 data.image_size absent (custom)            data.image_size = 224 (the original's default)
 vit.variant without embed_dim / num_heads  vit.embed_dim / vit.num_heads of the variant
 model_type deit, no vit.img_size           vit.img_size from the dataset's image size
@@ -33,15 +42,19 @@ distillation with a teacher_checkpoint     distillation.enabled (model_type deit
 an ss_distillation section                 ss_distillation.enabled (model_type deit; --mode to choose)
 =========================================  =====================================================================
 
-Fields without a jaxkd equivalent (:data:`NO_EQUIVALENT`, e.g. ``training.use_compile``) and unknown fields are
-an error that lists them all, unless ``ignore_unsupported`` writes them into the preset as comments instead.
-YAML strings such as ``1e-3`` (PyYAML reads them as text) are accepted for float fields.
+Fields that only configure PyTorch machinery (:data:`NO_EQUIVALENT`: DataLoader workers, pinning, prefetching,
+``device``, ``amp_backend``, ``use_compile``, ``compile_mode``, ``use_fused_optimizer``) are not imported: each
+gives one ``note:`` line saying what jaxkd does instead, and a comment in the preset. A key that neither the original
+(:data:`ORIGINAL_KEYS`) nor jaxkd's config knows is an error with a did-you-mean suggestion, and so is a value jaxkd
+cannot reproduce (a cyclic schedule, an affine rotation, ...); ``ignore_unsupported`` writes both into the preset
+as comments instead. YAML strings such as ``1e-3`` (PyYAML reads them as text) are accepted for float fields.
 """
 
 from __future__ import annotations
 
 import os
-import textwrap
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,41 +63,23 @@ from ml_collections import ConfigDict
 from jaxkd import config as config_lib
 from jaxkd.config import ConfigError
 from jaxkd.config import _coerce as _coerce_field
+from jaxkd.interop.yaml_fields import (  # noqa: F401  (NO_EQUIVALENT, ORIGINAL_KEYS: re-exported)
+    AUG_OPS,
+    AUG_PARAMS,
+    DATASET_SOURCES,
+    EARLY_STOP_ALIASES,
+    LR_PARAMS,
+    MODES,
+    NATIVE_CUTOUT,
+    NO_EQUIVALENT,
+    ORIGINAL_KEYS,
+    SECTIONS,
+    TOP_LEVEL,
+    did_you_mean,
+)
+from jaxkd.interop.yaml_preset import render_preset
 
-__all__ = ["NO_EQUIVALENT", "yaml_to_config", "render_preset", "import_yaml"]
-
-SECTIONS = ("data", "model", "training", "logging", "vit", "distillation", "ss_distillation")
-TOP_LEVEL = ("experiment_name", "seed", "output_dir")
-MODES = ("auto", "supervised", "distillation", "ss")
-
-#: YAML fields of the original project that jaxkd has no counterpart for, with the reason.
-NO_EQUIVALENT = {
-    "data.num_workers": "DataLoader worker processes; jaxkd's input pipeline runs on the device",
-    "data.pin_memory": "DataLoader pinned host memory; jaxkd keeps the dataset on the device",
-    "data.persistent_workers": "DataLoader workers; jaxkd's input pipeline runs on the device",
-    "data.prefetch_factor": "DataLoader prefetching; jaxkd's batches are prepared asynchronously on the device",
-    "training.use_compile": "torch.compile; every jaxkd step is compiled by XLA (jax.jit)",
-    "training.compile_mode": "torch.compile's mode; XLA has no such setting",
-    "training.use_fused_optimizer": "fused CUDA optimiser kernels; XLA fuses the optax update into the jitted step",
-}
-
-_DATASET_SOURCES = {"mnist": "tfds:mnist", "cifar": "tfds:cifar10"}
-# op -> (field a bare number sets, fields a mapping may give)
-_AUG_OPS = {
-    "random_rotation": ("degrees", ("degrees",)),
-    "random_affine": ("translate", ("translate", "degrees", "scale", "shear")),
-    "randaugment": (None, ("num_ops", "magnitude")),
-    "cutout": ("length", ("length", "n_holes")),
-    "random_crop": ("padding", ("padding", "size")),
-    "random_flip": (None, ("p",)),
-    "color_jitter": ("brightness", ("brightness", "contrast", "saturation", "hue")),
-    "auto_augment": (None, ("policy",)),
-    "mixup": ("alpha", ("alpha", "prob")),
-    "cutmix": ("alpha", ("alpha", "prob")),
-}
-_LR_PARAMS = ("T_max", "eta_min", "step_size", "gamma", "factor", "patience")
-_EARLY_STOP_ALIASES = {"patience": "patience", "min_delta": "min_delta", "early_stopping_patience": "patience",
-                       "early_stopping_min_delta": "min_delta"}
+__all__ = ["NO_EQUIVALENT", "ORIGINAL_KEYS", "yaml_to_config", "render_preset", "import_yaml"]
 
 
 class _Converter:
@@ -99,7 +94,9 @@ class _Converter:
         self.notes: dict[str, list[str]] = {}  # jaxkd path -> comment lines written above its assignment
         self.forced: set[str] = set()  # paths written even when equal to the default
         self.header: list[str] = []  # notes for the preset's docstring
-        self.unsupported: list[tuple[str, Any, str]] = []  # (YAML field, value, why)
+        self.unsupported: list[tuple[str, Any, str]] = []  # (YAML field, value, why jaxkd cannot reproduce it)
+        self.unknown: list[tuple[str, Any, str]] = []  # (YAML field neither project knows, value, did-you-mean)
+        self.torch_only: list[tuple[str, Any, str]] = []  # (PyTorch machinery field, value, what jaxkd does)
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def set(self, path: str, value: Any, yaml_key: str, note: str | None = None) -> None:
@@ -130,22 +127,26 @@ class _Converter:
     def given(self, path: str) -> bool:
         return path in self.origin
 
-    def unsupported_field(self, yaml_key: str, value: Any, why: str | None = None) -> None:
-        why = why or NO_EQUIVALENT.get(yaml_key) or "not a field of the original project's config nor of jaxkd's"
+    def unsupported_field(self, yaml_key: str, value: Any, why: str) -> None:
+        """A field both projects know, with a value jaxkd cannot reproduce."""
         self.unsupported.append((yaml_key, value, why))
 
+    def unknown_field(self, yaml_key: str, value: Any) -> None:
+        self.unknown.append((yaml_key, value, did_you_mean(yaml_key)))
+
     def direct(self, prefix: str, key: str, value: Any, yaml_key: str) -> None:
-        """Same name in jaxkd: a leaf is set, a mapping onto a jaxkd sub-section recurses; else unsupported."""
+        """Same name in jaxkd: a leaf is set, a mapping onto a jaxkd sub-section recurses; PyTorch machinery is
+        noted; anything else is unknown."""
         path = f"{prefix}.{key}" if prefix else key
         if yaml_key in NO_EQUIVALENT:
-            self.unsupported_field(yaml_key, value)
+            self.torch_only.append((yaml_key, value, NO_EQUIVALENT[yaml_key]))
         elif path in self.base:
             self.set(path, value, yaml_key)
         elif isinstance(value, dict) and any(k.startswith(path + ".") for k in self.base):
             for k, v in value.items():
                 self.direct(path, str(k), v, f"{yaml_key}.{k}")
         else:
-            self.unsupported_field(yaml_key, value)
+            self.unknown_field(yaml_key, value)
 
     # -- sections ---------------------------------------------------------------------------------------------
     def run(self) -> ConfigDict:
@@ -157,7 +158,7 @@ class _Converter:
             elif key in TOP_LEVEL:
                 self.set(key, value, key)
             else:
-                self.unsupported_field(key, value)
+                self.direct("", key, value, key)
         self.data(self.doc.get("data") or {})
         for section in ("model", "training", "logging", "vit", "distillation", "ss_distillation"):
             body = self.doc.get(section) or {}
@@ -165,7 +166,17 @@ class _Converter:
                 self.training(body)
                 continue
             for k, v in body.items():
-                self.direct(section, str(k), v, f"{section}.{k}")
+                k, yk = str(k), f"{section}.{k}"
+                if section == "model" and k in ("architecture", "classifier_layers"):
+                    if v:  # the original's layer lists for its custom-dataset CNN builder ([] = not used)
+                        raise ConfigError(
+                            f"{self.where}: {yk} is not empty: jaxkd does not build the original's custom-dataset "
+                            "CNN layer lists (architecture / classifier_layers); remove both to train jaxkd's "
+                            "AdaptiveCNN (model.cnn_variant mnist or cifar) or a DeiT (model_type: deit)")
+                elif section == "logging" and k == "log_level" and isinstance(v, str):
+                    self.set("logging.log_level", v.upper(), yk)
+                else:
+                    self.direct(section, k, v, yk)
         self.derive()
         return self.cfg
 
@@ -174,8 +185,8 @@ class _Converter:
         if dataset is not None:
             self.set("data.dataset", dataset, "data.dataset")
         dataset = self.cfg.data.dataset
-        if dataset in _DATASET_SOURCES and "source" not in d:
-            self.set("data.source", _DATASET_SOURCES[dataset], "data.dataset",
+        if dataset in DATASET_SOURCES and "source" not in d:
+            self.set("data.source", DATASET_SOURCES[dataset], "data.dataset",
                      "from data.dataset; TFDS downloads it on first use (offline: an npz:, mnist-idx:, "
                      "cifar-python: or folder: source, see jaxkd.data.sources)")
         for key, value in d.items():
@@ -208,13 +219,9 @@ class _Converter:
                     if k in ("mean", "std"):
                         self.set(f"data.normalization.{k}", v, f"{yk}.{k}")
                     else:
-                        self.unsupported_field(f"{yk}.{k}", v)
+                        self.unknown_field(f"{yk}.{k}", v)
             elif key == "image_size":
-                if dataset == "custom" or value is None:
-                    self.set("data.image_size", value, yk)
-                else:
-                    self.header.append(f"data.image_size = {value} is not imported: the original used it for custom "
-                                       f"datasets only ({dataset} keeps its native size).")
+                self.image_size(value, yk)
             elif key == "augmentation":
                 if value is not None and not isinstance(value, dict):
                     raise ConfigError(f"{self.where}: YAML field 'data.augmentation' must be a mapping of "
@@ -227,12 +234,27 @@ class _Converter:
             raise ConfigError(f"{self.where}: data.dataset 'custom' needs data.data_path (a folder of "
                               "train/CLASS/IMAGE and test/CLASS/IMAGE) or a jaxkd data.source")
 
+    def image_size(self, value: Any, yk: str) -> None:
+        dataset = self.cfg.data.dataset
+        if dataset == "custom" or value is None:
+            self.set("data.image_size", value, yk)
+        else:
+            self.header.append(f"{yk} = {value} is not imported: the original used it for custom datasets only "
+                               f"({dataset} keeps its native size).")
+
     def augmentation(self, op: str, value: Any) -> None:
         yk, base = f"data.augmentation.{op}", f"data.augmentation.{op}"
-        if op not in _AUG_OPS:
+        if op in AUG_PARAMS:  # the original's flat keys: randaugment_n / _m, mixup_alpha, cutmix_alpha
+            if value is not None:
+                self.aug_field(*AUG_PARAMS[op], value, yk)
+            return
+        if op == "image_size":
+            self.image_size(value, yk)
+            return
+        if op not in AUG_OPS:
             self.direct("data.augmentation", op, value, yk)
             return
-        scalar_field, fields = _AUG_OPS[op]
+        scalar_field, fields = AUG_OPS[op]
         if value is None or value is False:
             self.set(f"{base}.enabled", False, yk)
             return
@@ -262,7 +284,7 @@ class _Converter:
             if k == "enabled":
                 continue
             if k not in fields:
-                self.unsupported_field(f"{yk}.{k}", v)
+                self.unknown_field(f"{yk}.{k}", v)
             else:
                 self.aug_field(op, k, v, f"{yk}.{k}")
 
@@ -306,18 +328,17 @@ class _Converter:
                         if k in ("enabled", "patience", "min_delta"):
                             self.set(f"training.early_stopping.{k}", v, f"{yk}.{k}")
                         else:
-                            self.unsupported_field(f"{yk}.{k}", v)
+                            self.unknown_field(f"{yk}.{k}", v)
                 else:
                     self.set("training.early_stopping.enabled", value, yk)
-            elif key in _EARLY_STOP_ALIASES:
-                self.set(f"training.early_stopping.{_EARLY_STOP_ALIASES[key]}", value, yk)
+            elif key in EARLY_STOP_ALIASES:
+                self.set(f"training.early_stopping.{EARLY_STOP_ALIASES[key]}", value, yk)
             elif key == "lr_scheduler_params":
                 for k, v in (value or {}).items():
-                    if k in _LR_PARAMS:
+                    if k in LR_PARAMS:
                         self.set(f"training.lr_scheduler_params.{k}", v, f"{yk}.{k}")
                     else:
-                        self.unsupported_field(f"{yk}.{k}", v, "not a parameter of jaxkd's schedules "
-                                               f"({', '.join(_LR_PARAMS)})")
+                        self.unknown_field(f"{yk}.{k}", v)
             elif key == "scheduler" and value == "cyclic":
                 self.unsupported_field(yk, value, "jaxkd has no cyclic schedule (cosine, step, exponential, plateau "
                                                   "or constant)")
@@ -330,6 +351,18 @@ class _Converter:
         if not self.given("training.use_amp"):
             self.set("training.use_amp", True, "training.use_amp",
                      "the original's default (jaxkd's is false); with use_bf16 true this is bf16 compute")
+        if not self.given("training.use_tf32"):
+            self.set("training.use_tf32", True, "training.use_tf32",
+                     "the original's default (jaxkd's is false): float32 matmuls in TF32 on GPUs (CPUs ignore it)")
+        aug = c.data.augmentation
+        length = NATIVE_CUTOUT.get(c.data.dataset)
+        if aug.cutout.enabled and length and not self.given("data.augmentation.cutout.length"):
+            self.set("data.augmentation.cutout.length", length, "data.augmentation.cutout",
+                     f"the original's Cutout on {c.data.dataset} (SPEC §5)")
+        if aug.mixup.enabled and aug.cutmix.enabled and not self.given("data.augmentation.switch_prob"):
+            self.set("data.augmentation.cutmix.enabled", False, "data.augmentation.cutmix")
+            self.header.append("mixup and cutmix are both true: the original applies MixUp alone (its precedence), "
+                               "so cutmix is off (set data.augmentation.switch_prob to alternate them in jaxkd).")
         if c.data.dataset == "custom" and not self.given("data.image_size"):
             self.set("data.image_size", 224, "data.image_size", "the original's default for custom datasets")
         shape = config_lib.DATASET_SHAPES.get(c.data.dataset)
@@ -386,8 +419,9 @@ def yaml_to_config(doc: dict, *, where: str = "YAML", devices: int = 1, mode: st
                    ignore_unsupported: bool = False) -> tuple[ConfigDict, _Converter]:
     """Maps a parsed YAML document onto base_config(); returns (validated config, converter with its notes).
 
-    Raises ConfigError listing every unsupported field (unless ``ignore_unsupported``), or naming the YAML field
-    behind the first invalid value.
+    Raises ConfigError listing every unknown field (with did-you-mean) and every value jaxkd cannot reproduce
+    (unless ``ignore_unsupported``), naming the YAML field behind the first invalid value, or a non-empty
+    model.architecture / classifier_layers. PyTorch machinery fields are collected in ``converter.torch_only``.
     """
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: the YAML must be a mapping of sections, got {type(doc).__name__}")
@@ -397,10 +431,16 @@ def yaml_to_config(doc: dict, *, where: str = "YAML", devices: int = 1, mode: st
         raise ConfigError(f"devices = {devices!r} must be an integer >= 1")
     conv = _Converter(doc, where, devices, mode)
     cfg = conv.run()
-    if conv.unsupported and not ignore_unsupported:
-        listed = "; ".join(f"{k} ({why})" for k, _, why in conv.unsupported)
-        raise ConfigError(f"{where}: {len(conv.unsupported)} field(s) have no jaxkd equivalent: {listed}. Remove "
-                          "them, or pass --ignore-unsupported to keep them as comments in the preset")
+    if (conv.unknown or conv.unsupported) and not ignore_unsupported:
+        problems = []
+        if conv.unknown:
+            problems.append(f"{len(conv.unknown)} unknown field(s), in neither the original project's config nor "
+                            "jaxkd's: " + ", ".join(k + hint for k, _, hint in conv.unknown))
+        if conv.unsupported:
+            problems.append(f"{len(conv.unsupported)} value(s) jaxkd cannot reproduce: "
+                            + ", ".join(f"{k} = {v!r} ({why})" for k, v, why in conv.unsupported))
+        raise ConfigError(f"{where}: {'; '.join(problems)}. Correct or remove them, or pass --ignore-unsupported "
+                          "to keep them as comments in the preset")
     try:
         config_lib.validate(cfg)
     except ConfigError as e:
@@ -411,53 +451,18 @@ def yaml_to_config(doc: dict, *, where: str = "YAML", devices: int = 1, mode: st
     return cfg, conv
 
 
-def _literal(value: Any) -> str:
-    return repr(value)
-
-
-def render_preset(cfg: ConfigDict, conv: _Converter, source: str, command: str) -> str:
-    """The text of a preset file that rebuilds ``cfg`` from base_config(), setting only the differing fields."""
-    base = config_lib.flatten(config_lib.base_config())
-    flat = config_lib.flatten(cfg)
-    order = TOP_LEVEL + SECTIONS
-    body: list[str] = []
-    for path in sorted(base, key=lambda p: (order.index(p.split(".")[0]), p.count(".") > 1, p)):
-        value, default = flat[path], base[path]
-        if value == default and type(value) is type(default) and path not in conv.forced:
-            continue
-        for note in conv.notes.get(path, []):
-            body += ["    # " + line for line in textwrap.wrap(note, 110)]
-        body.append(f"    c.{path} = {_literal(value)}")
-    if conv.unsupported:
-        body.append("    # Not imported: no jaxkd equivalent (--ignore-unsupported)")
-        for key, value, why in conv.unsupported:
-            body += ["    #   " + line for line in textwrap.wrap(f"{key}: {value!r} -- {why}", 106)]
-    notes = list(conv.header)
-    if conv.unsupported:
-        notes.append("Not imported (no jaxkd equivalent): " + ", ".join(k for k, _, _ in conv.unsupported) + ".")
-    doc_lines = [
-        f"jaxkd preset imported from the original project's YAML config {Path(source).name}.",
-        "",
-        f"Source: {source}",
-        *textwrap.wrap(f"Written by: {command}", 112, subsequent_indent="    "),
-        "Only the fields that differ from jaxkd.config.base_config() are set (and data.batch_size, which means the",
-        "global batch here).",
-    ]
-    if notes:
-        doc_lines += ["", "Notes:"]
-        for n in notes:
-            doc_lines += textwrap.wrap(n, 112, initial_indent="- ", subsequent_indent="  ")
-    doc = "\n".join(doc_lines).replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    return (f'"""{doc}\n"""\n\nfrom jaxkd.config import base_config\n\n\ndef get_config(arg=None):\n'
-            f"    c = base_config()\n" + "\n".join(body) + "\n"
-            "    if arg:\n        raise ValueError(f\"unknown variant {arg!r} (this imported preset has none)\")\n"
-            "    return c\n")
+def _note(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def import_yaml(yaml_path: str | os.PathLike, out_py: str | os.PathLike, *, ignore_unsupported: bool = False,
-                devices: int = 1, mode: str = "auto", force: bool = False, command: str = "") -> ConfigDict:
+                devices: int = 1, mode: str = "auto", force: bool = False, command: str = "",
+                log: Callable[[str], None] = _note) -> ConfigDict:
     """Reads the original project's YAML config, writes the equivalent jaxkd preset to ``out_py`` and returns the
-    config that preset loads to (checked by loading the written file with :func:`jaxkd.config.load`)."""
+    config that preset loads to (checked by loading the written file with :func:`jaxkd.config.load`).
+
+    ``log`` gets one ``note: ...`` line per PyTorch machinery field (stderr by default), after the preset is
+    written: an import that fails prints only its error."""
     import yaml
 
     src, out = Path(yaml_path), Path(out_py)
@@ -484,4 +489,6 @@ def import_yaml(yaml_path: str | os.PathLike, out_py: str | os.PathLike, *, igno
     if config_lib.flatten(loaded) != config_lib.flatten(cfg):
         diff = [k for k, v in config_lib.flatten(cfg).items() if config_lib.flatten(loaded).get(k) != v]
         raise RuntimeError(f"internal error: {out} loads to a different config (fields {diff})")
+    for key, value, why in conv.torch_only:
+        log(f"note: {key} = {value!r} is PyTorch machinery, not imported: {why}")
     return loaded

@@ -385,7 +385,8 @@ def params_sha256(params: Any) -> str:
 
 # Fields that do not change what a run computes: a workdir may be resumed with them changed.
 _COSMETIC = ("logging.progress_bar", "training.log_every_steps", "logging.keep_checkpoints", "data.data_dir",
-             "data.source", "data.placement", "experiment_name", "output_dir", "logging.log_dir",
+             "data.source", "data.placement", "experiment_name", "output_dir", "logging.log_dir", "logging.log_level",
+             "logging.wandb", "logging.wandb_project", "logging.wandb_entity", "logging.track_grad_norm",
              "logging.tensorboard", "logging.profile_steps")
 
 

@@ -4,13 +4,18 @@ The one trainer of every mode: supervised CNN or ViT, CNN -> DeiT distillation a
 in the task (jaxkd.tasks: a Task and the Teacher it carries); this file names no mode. Sections: distributed, mesh,
 input, model, update, shard, checkpoint, evals, loop, report.
 
-Writes to the workdir: config.json (resolved), metrics.jsonl (train: loss, accuracy, lr, grad_norm, images/s per
-log interval; val: per epoch), checkpoints/, and at the end model/ (inference weights), test_report.txt,
-report.json, training_curves.png, confusion_matrix.png and summary.json.
+Writes to the workdir: config.json (resolved), metrics.jsonl (train: loss, accuracy, lr, grad_norm (unless
+logging.track_grad_norm is false), images/s per log interval; val: per epoch), checkpoints/, and at the end model/
+(inference weights), test_report.txt, report.json, training_curves.png, confusion_matrix.png and summary.json.
+
+What the trainer prints follows logging.log_level: INFO (default) its progress bar, the first step's time, the
+per-run lines and the final report; WARNING only its `note:` lines; ERROR neither (errors are raised, and the
+command prints them); DEBUG adds every XLA compilation JAX performs (jax.log_compiles) to INFO.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -112,11 +117,12 @@ def _exit_stopped(ckpts, step, state, host, signum, stop, progress, workdir) -> 
 def _check_numerics(fetched: list[dict], first_step: int, cfg, ckpts, workdir: Path) -> None:
     """The numerics guard, at each host sync: stops the run (FloatingPointError, exit 2) at the first of the fetched
     steps whose loss or gradient norm is not finite (unless training.skip_nonfinite_updates skips such updates),
-    or after which a weight is not finite; the checkpoints on disk are all from before it."""
+    or after which a weight is not finite (without logging.track_grad_norm, a non-finite gradient shows there);
+    the checkpoints on disk are all from before it."""
     skipping = cfg.training.skip_nonfinite_updates > 0
     for i, m in enumerate(fetched):
         what, gradients = None, False
-        if not skipping and not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
+        if not skipping and not (np.isfinite(m["loss"]) and np.isfinite(m.get("grad_norm", 0.0))):
             what = ("loss" if not np.isfinite(m["loss"]) else "gradient") + f" at step {first_step + i}"
             gradients = True
         elif not m["params_finite"]:
@@ -139,6 +145,11 @@ def _nonfinite_message(what: str, cfg, ckpts, workdir: Path, gradients: bool = F
     if gradients and t.skip_nonfinite_updates == 0:
         fixes.append("skip such steps (training.skip_nonfinite_updates=N)")
     return f"non-finite {what}; {kept}; {', '.join(fixes)}, or check the data"
+
+
+def _printer(enabled: bool) -> Callable[[str], None]:
+    """print to stderr, or nothing (logging.log_level above the message's level)."""
+    return (lambda m: print(m, file=sys.stderr)) if enabled else (lambda m: None)
 
 
 def _largest_weight(params) -> float:
@@ -179,7 +190,8 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False,
     lock = ckpt_lib.WorkdirLock(workdir)  # one run per workdir (held by process 0)
     run = types.SimpleNamespace(ckpts=None, tensorboard=None, profiling=False)  # what _train opened (error path)
     try:
-        return _train(cfg, Path(workdir), force, t_start, is_main, multi, stop, lock, run, on_step)
+        with jax.log_compiles(True) if cfg.logging.log_level == "DEBUG" else contextlib.nullcontext():
+            return _train(cfg, Path(workdir), force, t_start, is_main, multi, stop, lock, run, on_step)
     except OSError as e:  # a full or read-only disk under one of the run's own files: one line, saves finished
         raise ckpt_lib.workdir_write_error(e, Path(workdir), run.ckpts) from e
     finally:
@@ -193,17 +205,23 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False,
 
 def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_step) -> dict:
     status = reporting.Status(workdir, enabled=is_main)
+    level = config_lib.LOG_LEVELS.index(cfg.logging.log_level)
+    say = is_main and level <= config_lib.LOG_LEVELS.index("INFO")  # progress and results
+    warn = is_main and level <= config_lib.LOG_LEVELS.index("WARNING")  # notes
     stale = None  # the holder named by a lock file that a killed run left behind
     if is_main and workdir.is_dir():  # before --force may move a run aside; a new workdir is locked on creation
         stale = lock.acquire()
     # fp32 matmuls and convolutions in full fp32 unless TF32 is asked for (XLA:GPU's default on Ampere+ is TF32).
     jax.config.update("jax_default_matmul_precision", "tensorfloat32" if cfg.training.use_tf32 else "float32")
     cfg, notes = tasks.task_class(cfg).prepare_config(cfg)  # (config.json records what the task resolved)
-    for note in notes if is_main else ():
+    if cfg.logging.wandb:
+        notes = [*notes, "logging.wandb is true, but jaxkd has no Weights & Biases writer yet: the metrics are in "
+                         f"{workdir / 'metrics.jsonl'} (and training_curves.png)"]
+    for note in notes if warn else ():
         print(f"note: {note}", file=sys.stderr)
     if is_main:
         ckpt_lib.check_workdir(workdir, config_lib.to_json(cfg), force)
-        if stale:
+        if stale and warn:
             print(f"note: {lock.path} names a run that is no longer running ({stale}): it was killed; taking the "
                   "workdir over", file=sys.stderr)
     # --- mesh ----------------------------------------------------------------------------------------------------
@@ -251,7 +269,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
     # --- shard: parameters and optimiser state replicated over the mesh, batches split over 'data' ---------------
     state = steps.replicate(state, mesh)
     train_step = steps.make_train_step(gd_train, task, tx, steps_per_epoch=steps_per_epoch, schedule=schedule,
-                                       accumulation=accum,
+                                       accumulation=accum, grad_norm=cfg.logging.track_grad_norm,
                                        ema_decay=cfg.training.ema.decay if cfg.training.ema.enabled else None)
     eval_step = steps.make_eval_step(gd_eval, data.num_classes, task.inference_logits, task.eval_metrics)
     # The frozen teacher's state: an input of every step (replicated, never donated, never checkpointed).
@@ -268,19 +286,19 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
         (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
         reporting.write_json_atomic(workdir / "data.json", data_json(data))
     ckpts = run.ckpts = ckpt_lib.Checkpoints(workdir, keep=cfg.logging.keep_checkpoints)
-    for partial in ckpts.removed_partial:
+    for partial in ckpts.removed_partial if warn else ():
         print(f"note: removed {partial}, a checkpoint a killed run left half-written", file=sys.stderr)
     writer = reporting.MetricWriter(workdir / "metrics.jsonl" if is_main else None)
-    start_step, restored, meta = ckpts.restore_newest_good(state, log=lambda m: print(m, file=sys.stderr))
+    start_step, restored, meta = ckpts.restore_newest_good(state, log=_printer(warn))
     if start_step is not None:
         state, host = restored, meta
         if plateau is not None and host.get("plateau"):
             plateau.load_state_dict(host["plateau"])
         damaged = writer.truncate_after(start_step)  # rows a killed run logged after its last checkpoint replay
-        if damaged and is_main:
+        if damaged and warn:
             print(f"note: {workdir / 'metrics.jsonl'}: dropped {damaged} partly written line(s) a killed run left",
                   file=sys.stderr)
-        if is_main:
+        if say:
             print(f"resuming from step {start_step} (epoch {start_step / steps_per_epoch:.2f})", flush=True)
     if is_main and tb_dir is not None:  # (purge_step: the events a killed run logged after its checkpoint)
         try:
@@ -297,7 +315,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
     stopping = 0  # the signal every process has agreed to stop on (see _StopOnSignal)
     swa_from = optim.swa_start(cfg)
     es = cfg.training.early_stopping
-    progress = reporting.Progress(is_main and cfg.logging.progress_bar, epochs * steps_per_epoch, start_step)
+    progress = reporting.Progress(say and cfg.logging.progress_bar, epochs * steps_per_epoch, start_step)
     images_per_step = cfg.data.batch_size
     # --- loop ----------------------------------------------------------------------------------------------------
     step = start_step
@@ -322,7 +340,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
             if first_step_s is None:  # one sync, once: the time to the first finished step (compilation included)
                 jax.block_until_ready(metrics)
                 first_step_s = time.time() - t_start
-                if is_main:
+                if say:
                     print(f"first step done {first_step_s:.1f} s after start", file=sys.stderr, flush=True)
                 if run.tensorboard is not None and step == 0:  # what the model (and the teacher) sees
                     _log_first_batch(run.tensorboard, batch, data)
@@ -378,7 +396,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
                         host["early_stop"]["bad"] += 1
                         if host["early_stop"]["bad"] >= es.patience:
                             host["stopped_early"] = True
-                            if is_main:
+                            if say:
                                 print(f"early stopping after epoch {epoch}: validation loss has not improved by "
                                       f"{es.min_delta} for {es.patience} epochs", flush=True)
         host["epoch"] = epoch
@@ -447,6 +465,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
         reporting.write_json_atomic(workdir / "summary.json", summary)
         if run.tensorboard is not None:
             _log_final(run.tensorboard, cfg, summary, step, workdir / "confusion_matrix.png")
+    if say:
         print(text)
         extra = "".join(f", {n} {summary[f'{n}_test_accuracy']:.4f}" for n in ("swa", "ema") if n in results)
         print(f"test accuracy {summary['test_accuracy']:.4f}{extra} ({summary['wall_s']:.0f} s)", flush=True)

@@ -97,15 +97,17 @@ def all_finite(tree) -> jax.Array:
 
 
 def make_train_step(gd_train, task: Callable, tx: optax.GradientTransformation, *, steps_per_epoch: int,
-                    schedule: Callable, accumulation: int = 1, ema_decay: float | None = None) -> Callable:
+                    schedule: Callable, accumulation: int = 1, ema_decay: float | None = None,
+                    grad_norm: bool = True) -> Callable:
     """Returns step(state, batch) -> (state, metrics), jitted with the state donated.
 
     `steps_per_epoch` counts micro-steps; `schedule` maps optimiser steps to the learning rate (for the metric).
     metrics: the task's scalars (batch means) plus 'lr' (of this step, with the plateau multiplier), 'grad_norm'
-    (global L2 norm of the gradient before clipping), 'params_finite' (1.0 when every parameter after the update is
-    finite: the trainer's numerics guard reads it), with optax.apply_if_finite in `tx` 'skipped_updates' (the
-    run's total so far) and, in fp16, 'loss_scale'. With fp16 loss scaling a step with
-    non-finite gradients is skipped (parameters and optimiser state unchanged) and the scale halves.
+    (global L2 norm of the gradient before clipping; not computed with ``grad_norm=False``, the trainer's
+    logging.track_grad_norm), 'params_finite' (1.0 when every parameter after the update is finite: the trainer's
+    numerics guard reads it), with optax.apply_if_finite in `tx` 'skipped_updates' (the run's total so far) and,
+    in fp16, 'loss_scale'. With fp16 loss scaling a step with non-finite gradients is skipped (parameters and
+    optimiser state unchanged) and the scale halves.
     """
     accumulating = accumulation > 1
 
@@ -126,7 +128,6 @@ def make_train_step(gd_train, task: Callable, tx: optax.GradientTransformation, 
         grads, (loss, metrics, new_rest) = jax.grad(loss_fn, has_aux=True)(state.params, state.rest)
         if scale is not None:
             grads = jax.tree.map(lambda g: g / scale, grads)
-        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)
@@ -145,8 +146,9 @@ def make_train_step(gd_train, task: Callable, tx: optax.GradientTransformation, 
             d = jnp.where(updated, ema_decay, 1.0)
             new["ema_params"] = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state.ema_params, new["params"])
         lr = schedule(state.step // accumulation) * state.lr_scale
-        metrics = dict(metrics, loss=loss, grad_norm=grad_norm, lr=lr,
-                       params_finite=all_finite(new["params"]).astype(jnp.float32))
+        metrics = dict(metrics, loss=loss, lr=lr, params_finite=all_finite(new["params"]).astype(jnp.float32))
+        if grad_norm:
+            metrics["grad_norm"] = optax.tree.norm(grads)
         skipped = optax.tree.get(opt_state, "total_notfinite", None)  # (present with optax.apply_if_finite)
         if skipped is not None:
             metrics["skipped_updates"] = skipped.astype(jnp.float32)
