@@ -90,7 +90,7 @@ ITEMS_5_9: list[Item] = [
           TRAIN + "test_twenty_steps_match_torch[sgd-accum2-vit]",
           T_FEAT + "test_gradient_accumulation_steps"],
          ["jaxkd.train.optim:make_optimizer@MultiSteps",
-          "jaxkd.train.loop:_train@steps_per_epoch -= steps_per_epoch % accum"],
+          "jaxkd.train.loop:epoch_steps@steps_per_epoch - steps_per_epoch % accum"],
          ["torch_ref.optim:train_steps@(i + 1) % accumulation"],
          "the optimiser (and the schedule) step on every k-th micro-batch only; an epoch is cut to a whole number of "
          "optimiser steps", [("accum2", "loss_max_abs_diff", "loss max|Δ|")]),

@@ -318,8 +318,10 @@ def test_sharded_over_8_devices_equals_single_device(tmp_path):
     assert res["shards"] == {"one": [1, 32], "auto8": [8, 4], "explicit8": [8, 4], "data4_model2": [8, 8]}
     assert "data.batch_size = 36 must be a positive multiple of the 8 devices" in res["err"]
     real = res["real"]
-    assert real["label"] == 0 and real["target"] == 0 and real["teacher_image"] == 0, real
-    assert real["image"] < 1e-5 and real["image_std"] > 0.5, real
+    assert real["label"] == 0 and real["teacher_image"] == 0, real
+    # Float arithmetic of the augmentations and the mixed targets may fuse differently when sharded: jax 0.12 differs
+    # from one device by one float32 ulp in the targets (5.96e-8), jax 0.10 not at all.
+    assert real["image"] < 1e-5 and real["target"] < 1e-6 and real["image_std"] > 0.5, real
 
 
 MULTIPROCESS_SCRIPT = textwrap.dedent("""
