@@ -223,7 +223,8 @@ def test_every_preset_imports_with_one_note_per_torch_field(yaml_dir, tmp_path):
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 DATA_SHAPES = {"mnist": (28, 28, 1), "cifar": (32, 32, 3)}
 # Tiny data and model, one epoch of 2 steps (so no warm-ups); the imported recipe otherwise as imported.
-TINY = ["--config.data.batch_size=8", "--config.data.val_size=8", "--config.training.num_epochs=1",
+TINY = ["--config.logging.log_dir=",  # (the YAMLs say ./logs: TensorBoard files stay in the workdir)
+        "--config.data.batch_size=8", "--config.data.val_size=8", "--config.training.num_epochs=1",
         "--config.training.max_steps_per_epoch=2", "--config.training.warmup_epochs=0",
         "--config.logging.progress_bar=false"]
 TINY_VIT = ["--config.vit.variant=custom", "--config.vit.embed_dim=16", "--config.vit.depth=1",
