@@ -343,7 +343,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
                 if say:
                     print(f"first step done {first_step_s:.1f} s after start", file=sys.stderr, flush=True)
                 if run.tensorboard is not None and step == 0:  # what the model (and the teacher) sees
-                    _log_first_batch(run.tensorboard, batch, data)
+                    run.tensorboard.first_batch(batch, data.mean, data.std)
             if on_step is not None:
                 on_step(step)
             pending.append(metrics)
@@ -464,7 +464,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
                                         workdir / "confusion_matrix.png", title=f"{cfg.experiment_name} (test)")
         reporting.write_json_atomic(workdir / "summary.json", summary)
         if run.tensorboard is not None:
-            _log_final(run.tensorboard, cfg, summary, step, workdir / "confusion_matrix.png")
+            run.tensorboard.final(config_lib.flatten(cfg), summary, step, workdir / "confusion_matrix.png")
     if say:
         print(text)
         extra = "".join(f", {n} {summary[f'{n}_test_accuracy']:.4f}" for n in ("swa", "ema") if n in results)
@@ -472,30 +472,6 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
     status.set("done", step)
     ckpts.close()
     return summary
-
-
-def _log_first_batch(tb, batch, data) -> None:
-    """The first training batch (this process's first device's share, at most 64 images), un-normalised, and the
-    teacher's clean view when the batch carries one."""
-    mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
-    views = {"train/augmented_batch": batch.image}
-    if batch.teacher_image is not None:
-        views["train/teacher_view"] = batch.teacher_image
-    for tag, images in views.items():
-        x = np.asarray(jax.device_get(images.addressable_data(0)))[:64]
-        tb.images(tag, x * std + mean, 0)
-
-
-def _log_final(tb, cfg, summary: dict, step: int, confusion_png: Path) -> None:
-    """The final test numbers, the confusion matrix and the hyper-parameters with the run's results."""
-    names = {"test_accuracy": "accuracy", "test_loss": "loss", "test_top5": "top5",
-             "swa_test_accuracy": "swa_accuracy", "ema_test_accuracy": "ema_accuracy"}
-    tb.scalars("test", step, {name: summary[k] for k, name in names.items() if summary.get(k) is not None})
-    if confusion_png.is_file():
-        tb.picture("test/confusion_matrix", confusion_png, step)
-    tb.hparams(config_lib.flatten(cfg), {k: summary.get(k) for k in ("test_accuracy", "val_accuracy",
-                                                                      "best_val_accuracy")})
-    tb.flush()
 
 
 def main(argv=None, on_step: Callable[[int], None] | None = None) -> int:

@@ -111,6 +111,31 @@ class TensorBoardWriter:
         clean = {f"hparams/{k}": float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
         self._submit(self._w.add_hparams, hp, clean, name=".")  # (the run's own folder, not a sub-run)
 
+    def first_batch(self, batch, mean, std) -> None:
+        """The first training batch (this process's first device's share, at most 64 images), un-normalised with
+        the pipeline's ``mean`` / ``std``, and the teacher's clean view when the batch carries one."""
+        import jax
+
+        mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        views = {"train/augmented_batch": batch.image}
+        if batch.teacher_image is not None:
+            views["train/teacher_view"] = batch.teacher_image
+        for tag, images in views.items():
+            x = np.asarray(jax.device_get(images.addressable_data(0)))[:64]
+            self.images(tag, x * std + mean, 0)
+
+    def final(self, flat_config: Mapping[str, Any], summary: Mapping[str, Any], step: int,
+              confusion_png: str | os.PathLike) -> None:
+        """The final test numbers (``test/...``), the confusion matrix and the hyper-parameters with the run's
+        results; then waits until everything is written."""
+        names = {"test_accuracy": "accuracy", "test_loss": "loss", "test_top5": "top5",
+                 "swa_test_accuracy": "swa_accuracy", "ema_test_accuracy": "ema_accuracy"}
+        self.scalars("test", step, {name: summary[k] for k, name in names.items() if summary.get(k) is not None})
+        if Path(confusion_png).is_file():
+            self.picture("test/confusion_matrix", confusion_png, step)
+        self.hparams(flat_config, {k: summary.get(k) for k in ("test_accuracy", "val_accuracy", "best_val_accuracy")})
+        self.flush()
+
     def flush(self) -> None:
         """Waits for every queued event, writes them to disk; raises what a queued call raised."""
         pending, self._pending = self._pending, []
