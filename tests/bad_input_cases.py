@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,13 @@ def _folder(t: Path, corrupt: bool = False, sizes: bool = False, no_test: bool =
         _truncated_jpeg(t / "imgs" / "train" / "b" / "broken.jpg")
     if sizes:
         _png(t / "imgs" / "train" / "a" / "big.png", size=(9, 9))
+
+
+def _no_wandb(t: Path) -> None:
+    """A `wandb` package that fails to import as a missing one does (found first on the row's PYTHONPATH)."""
+    (t / "shadow" / "wandb").mkdir(parents=True)
+    (t / "shadow" / "wandb" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'wandb'\", name='wandb')\n")
 
 
 def _garbage(path: Path, data: bytes = b"\x00 not what the name says \xff" * 10) -> None:
@@ -235,6 +243,12 @@ CASES = [
       ["'logging.profile_steps' = [5, 9] traces steps 5..8", "the run has 2 training steps", "e.g. [2, 3]"]),
     C("config-profile-steps-reversed", "train", QS + ["--config.logging.profile_steps=[4,2]"],
       ["'logging.profile_steps' = [4.0, 2.0]", "[start, stop] with 1 <= start < stop"]),
+    C("config-wandb-not-installed", "train", QS + ["--config.logging.wandb=true"],
+      ["config field 'logging.wandb' is true but the wandb package is not installed",
+       "pip install -e '.[wandb]'", "--config.logging.wandb=false"], prep=_no_wandb,
+      env={"PYTHONPATH": "{tmp}/shadow" + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "PYTHONDONTWRITEBYTECODE": "1"},
+      subprocess="wandb is hidden by a package on PYTHONPATH that fails to import, read at interpreter start"),
     C("config-negative-lr", "train", QS + ["--config.training.learning_rate=-0.1"],
       ["'training.learning_rate' = -0.1", "must be in (0, inf]"]),
     C("config-drop-rate-1", "train", QS + ["--config.vit.drop_rate=1.0"],

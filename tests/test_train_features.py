@@ -415,12 +415,66 @@ def test_tensorboard_holds_every_metrics_row(reference):
     assert set(ea.PluginTagToContent("hparams")) >= {"_hparams_/experiment", "_hparams_/session_start_info"}
 
 
-def test_tensorboard_off_and_a_profile_leave_the_results_unchanged(reference, tmp_path):
+def _wandb_records(run_dir: Path) -> tuple[list[dict], dict, dict, str, str]:
+    """(history rows, summary, config, project, run id) of an offline W&B run, read from its run-ID.wandb file with
+    W&B's own record protobuf (wandb.proto.wandb_internal_pb2.Record). The file is W&B's 7-byte header (':W&B',
+    magic, version), then a LevelDB log: 32 KiB blocks of chunks (crc32c, length, type: 1 whole, 2 first, 3 middle,
+    4 last)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = next(run_dir.glob("run-*.wandb")).read_bytes()
+    assert data[:4] == b":W&B"
+    rows, summary, config, run, pos, block, parts = [], {}, {}, None, 7, 32768, []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # (a block's tail too short for a chunk header is padding)
+            pos += block - pos % block
+            continue
+        _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + n], pos + 7 + n
+        parts = [chunk] if kind in (1, 2) else [*parts, chunk]
+        if kind not in (1, 4):
+            continue
+        rec = pb.Record()
+        rec.ParseFromString(b"".join(parts))
+        if rec.WhichOneof("record_type") == "history":
+            rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in rec.history.item})
+        elif rec.WhichOneof("record_type") == "summary":
+            summary.update({i.key: json.loads(i.value_json) for i in rec.summary.update if i.key})
+        elif rec.WhichOneof("record_type") == "run":
+            run = rec.run
+            config.update({i.key: json.loads(i.value_json) for i in rec.run.config.update})
+    return rows, summary, config, run.project, run.run_id
+
+
+def test_tensorboard_off_wandb_and_a_profile_leave_the_results_unchanged(reference, tmp_path, monkeypatch):
     """logging.profile_steps=[2, 4] records a jax.profiler trace of steps 2..3 into WORKDIR/profile (an .xplane.pb
-    for TensorBoard's profile plugin / xprof); with it, and with TensorBoard off, the run ends with the reference
-    run's parameters bit for bit."""
-    summary, _, _ = _train(tmp_path, T + "ema.enabled=true", T + "ema.decay=0.5", "--config.logging.tensorboard=false",
-                           "--config.logging.profile_steps=[2, 4]")
+    for TensorBoard's profile plugin / xprof); logging.wandb=true logs to an offline W&B run in WORKDIR/wandb, read
+    back here record by record: every numeric value of every metrics.jsonl row under KIND/NAME at its step, the
+    first batch's image, the final numbers, the config. With both, and with TensorBoard off, the run ends with the
+    reference run's parameters bit for bit."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # (offline: jaxkd's default)
+    summary, train, val = _train(tmp_path, T + "ema.enabled=true", T + "ema.decay=0.5",
+                                 "--config.logging.tensorboard=false", "--config.logging.profile_steps=[2, 4]",
+                                 "--config.logging.wandb=true", "--config.logging.wandb_project=jaxkd-tests")
     assert summary["params_sha256"] == reference[1]["params_sha256"]
     assert list((tmp_path / "profile").rglob("*.xplane.pb")), sorted(p.name for p in tmp_path.rglob("*"))
     assert not (tmp_path / "tensorboard").exists()
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert run_dir.name.endswith("-" + (tmp_path / "wandb_run_id").read_text().strip())
+    rows, final, config, project, run_id = _wandb_records(run_dir)
+    got = {}
+    for r in rows:
+        got.update({(k, r["_step"]): v for k, v in r.items() if not k.startswith("_")})
+    for row in train + val:
+        for k, v in row.items():
+            if k not in ("kind", "step") and isinstance(v, (int, float)):
+                assert got[(f"{row['kind']}/{k}", row["step"])] == pytest.approx(v, rel=1e-12), (row, k)
+    assert got[("train/augmented_batch/_type", 0)] == "image-file"
+    assert got[("test/accuracy", train[-1]["step"])] == pytest.approx(summary["test_accuracy"])
+    assert got[("test/ema_accuracy", train[-1]["step"])] == pytest.approx(summary["ema_test_accuracy"])
+    assert final["hparams/test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    flat = config_lib.flatten(json.loads((tmp_path / "config.json").read_text()))
+    assert {k: v for k, v in config.items() if k in flat} == json.loads(json.dumps(flat))
+    assert (project, run_id) == ("jaxkd-tests", (tmp_path / "wandb_run_id").read_text().strip())

@@ -102,12 +102,12 @@ def base_config() -> ConfigDict:
     )
     logging = _section(
         log_level="INFO",  # DEBUG (INFO + each XLA compilation) | INFO | WARNING (notes only) | ERROR (errors only)
-        log_dir="",  # TensorBoard's event files: '' = WORKDIR/tensorboard, else LOG_DIR/<workdir's name>
+        log_dir="",  # '' = WORKDIR/tensorboard and WORKDIR/wandb; else LOG_DIR/<workdir's name> and LOG_DIR/wandb
         tensorboard=True,  # jaxkd: TensorBoard event files of every scalar, the config, images (process 0)
         profile_steps=[],  # jaxkd: [start, stop]: a jax.profiler trace of training steps start..stop-1 (1-based)
-        wandb=False,  # Weights & Biases logging (not implemented yet: the trainer says so in one note)
-        wandb_project="adaptive-cnn",  # unused until W&B logging exists (no effect): the W&B project
-        wandb_entity="",  # unused until W&B logging exists (no effect): the W&B team or user; '' = the default
+        wandb=False,  # Weights & Biases (extra .[wandb]): offline unless WANDB_MODE says otherwise (process 0)
+        wandb_project="adaptive-cnn",  # the W&B project
+        wandb_entity="",  # the W&B team or user; '' = W&B's default
         save_frequency=5, keep_checkpoints=3, progress_bar=True,
         track_grad_norm=True,  # the global gradient norm (before clipping) in metrics.jsonl as grad_norm
     )

@@ -188,17 +188,19 @@ def train(cfg, workdir: str | os.PathLike, *, force: bool = False,
     multi = jax.process_count() > 1
     stop = _StopOnSignal()  # from here on a SIGTERM / SIGINT is answered by a checkpoint at the next sync point
     lock = ckpt_lib.WorkdirLock(workdir)  # one run per workdir (held by process 0)
-    run = types.SimpleNamespace(ckpts=None, tensorboard=None, profiling=False)  # what _train opened (error path)
+    run = types.SimpleNamespace(ckpts=None, sinks=[], profiling=False, failed=True)  # what _train opened (error path)
     try:
         with jax.log_compiles(True) if cfg.logging.log_level == "DEBUG" else contextlib.nullcontext():
-            return _train(cfg, Path(workdir), force, t_start, is_main, multi, stop, lock, run, on_step)
+            summary = _train(cfg, Path(workdir), force, t_start, is_main, multi, stop, lock, run, on_step)
+            run.failed = False
+            return summary
     except OSError as e:  # a full or read-only disk under one of the run's own files: one line, saves finished
         raise ckpt_lib.workdir_write_error(e, Path(workdir), run.ckpts) from e
     finally:
         if run.profiling:
             jax.profiler.stop_trace()
-        if run.tensorboard is not None:
-            run.tensorboard.close()
+        for sink in run.sinks:  # (TensorBoard, W&B: what is queued is written; W&B learns whether the run failed)
+            sink.close(failed=run.failed)
         lock.release()
         stop.restore()
 
@@ -214,9 +216,8 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
     # fp32 matmuls and convolutions in full fp32 unless TF32 is asked for (XLA:GPU's default on Ampere+ is TF32).
     jax.config.update("jax_default_matmul_precision", "tensorfloat32" if cfg.training.use_tf32 else "float32")
     cfg, notes = tasks.task_class(cfg).prepare_config(cfg)  # (config.json records what the task resolved)
-    if cfg.logging.wandb:
-        notes = [*notes, "logging.wandb is true, but jaxkd has no Weights & Biases writer yet: the metrics are in "
-                         f"{workdir / 'metrics.jsonl'} (and training_curves.png)"]
+    if cfg.logging.wandb and is_main:
+        writers.require_wandb()  # (before the workdir is touched)
     for note in notes if warn else ():
         print(f"note: {note}", file=sys.stderr)
     if is_main:
@@ -252,8 +253,7 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
                           f"{profile[1] - 1}, but the run has {epochs * steps_per_epoch} training steps ({epochs} "
                           f"epochs of {steps_per_epoch}): give a window inside them, e.g. "
                           f"[{min(2, epochs * steps_per_epoch)}, {min(2, epochs * steps_per_epoch) + 1}]")
-    tb_dir = writers.tensorboard_dir(cfg.logging.log_dir, workdir) if cfg.logging.tensorboard else None
-    if tb_dir is not None and cfg.logging.log_dir and is_main:
+    if (cfg.logging.tensorboard or cfg.logging.wandb) and cfg.logging.log_dir and is_main:
         paths.output_dir(cfg.logging.log_dir, "config field 'logging.log_dir'")
     # --- model ---------------------------------------------------------------------------------------------------
     model = models.build(cfg, nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1))
@@ -300,16 +300,10 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
                   file=sys.stderr)
         if say:
             print(f"resuming from step {start_step} (epoch {start_step / steps_per_epoch:.2f})", flush=True)
-    if is_main and tb_dir is not None:  # (purge_step: the events a killed run logged after its checkpoint)
-        try:
-            run.tensorboard = writers.TensorBoardWriter(tb_dir, purge_step=start_step + 1 if start_step else None)
-        except ImportError:  # (a machine where only jaxkd's source could be brought: the run goes on without)
-            print("note: tensorboardX is not installed: no TensorBoard event files (pip install tensorboardX, or "
-                  "--config.logging.tensorboard=false to silence this)", file=sys.stderr)
-    if run.tensorboard is not None:
-        writer.sinks.append(run.tensorboard)
-        if not start_step:
-            run.tensorboard.config(config_lib.to_json(cfg))
+    if is_main:  # TensorBoard, W&B: each gets every metrics.jsonl row
+        run.sinks = writers.open_sinks(cfg, workdir, start_step or 0, cfg_json=config_lib.to_json(cfg),
+                                       flat_config=config_lib.flatten(cfg), say=say)
+        writer.sinks.extend(run.sinks)
     start_step = start_step or 0
     status.set("setup", start_step)  # (only now: a run refused on a bad workdir leaves it as it was)
     stopping = 0  # the signal every process has agreed to stop on (see _StopOnSignal)
@@ -342,8 +336,8 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
                 first_step_s = time.time() - t_start
                 if say:
                     print(f"first step done {first_step_s:.1f} s after start", file=sys.stderr, flush=True)
-                if run.tensorboard is not None and step == 0:  # what the model (and the teacher) sees
-                    run.tensorboard.first_batch(batch, data.mean, data.std)
+                for sink in run.sinks if step == 0 else ():  # what the model (and the teacher) sees
+                    sink.first_batch(batch, data.mean, data.std)
             if on_step is not None:
                 on_step(step)
             pending.append(metrics)
@@ -463,8 +457,8 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
         reporting.plot_confusion_matrix(final["test"]["confusion"], data.class_names,
                                         workdir / "confusion_matrix.png", title=f"{cfg.experiment_name} (test)")
         reporting.write_json_atomic(workdir / "summary.json", summary)
-        if run.tensorboard is not None:
-            run.tensorboard.final(config_lib.flatten(cfg), summary, step, workdir / "confusion_matrix.png")
+        for sink in run.sinks:
+            sink.final(config_lib.flatten(cfg), summary, step, workdir / "confusion_matrix.png")
     if say:
         print(text)
         extra = "".join(f", {n} {summary[f'{n}_test_accuracy']:.4f}" for n in ("swa", "ema") if n in results)
