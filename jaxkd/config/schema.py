@@ -143,6 +143,7 @@ def base_config() -> ConfigDict:
         alpha_start=0.0,
         alpha_end=0.5,
         kd_normalize="batch",  # jaxkd: batch (SPEC) | element (DeiT's code: / (B*K))
+        teacher_dtype="auto",  # jaxkd: auto (as the teacher was trained) | float32 | bfloat16 (parameters and compute)
     )
     ss_distillation = _section(
         enabled=False,  # jaxkd: self-supervised token distillation on/off
@@ -167,6 +168,7 @@ def base_config() -> ConfigDict:
         rel_warmup_epochs=10,
         projector_warmup_epochs=0,
         teacher_projector="trainable",  # jaxkd: trainable (as the original) | frozen | identity
+        teacher_dtype="auto",  # jaxkd: auto (the student's compute dtype, fp32 parameters) | float32 | bfloat16
     )
     return ConfigDict(dict(
         experiment_name="default", seed=42, output_dir="./outputs",
@@ -313,6 +315,7 @@ RULES: dict[str, Callable] = {
     "distillation.alpha_start": _rng(0, 1),
     "distillation.alpha_end": _rng(0, 1),
     "distillation.kd_normalize": _choice("batch", "element"),
+    "distillation.teacher_dtype": _choice("auto", "float32", "bfloat16"),
     "ss_distillation.teacher_type": _choice("dinov2", "jaxkd"),
     "ss_distillation.teacher_model_name": _choice(*DINOV2_MODELS),
     "ss_distillation.teacher_img_size": _rng(1),
@@ -332,6 +335,7 @@ RULES: dict[str, Callable] = {
     "ss_distillation.rel_warmup_epochs": _rng(0),
     "ss_distillation.projector_warmup_epochs": _rng(0),
     "ss_distillation.teacher_projector": _choice("trainable", "frozen", "identity"),
+    "ss_distillation.teacher_dtype": _choice("auto", "float32", "bfloat16"),
 }
 
 

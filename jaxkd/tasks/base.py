@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["Task", "Teacher", "TeacherInput", "forward_train", "inference_logits", "accuracy", "top1_hits"]
+__all__ = ["Task", "Teacher", "TeacherInput", "forward_train", "inference_logits", "accuracy", "top1_hits",
+           "teacher_precision"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,18 @@ class Teacher:
 
     def model(self, state=None) -> nnx.Module:
         return nnx.merge(self.graphdef, self.state if state is None else state)
+
+
+def teacher_precision(model: nnx.Module, teacher_dtype: str) -> nnx.Module:
+    """A frozen teacher in the precision ``teacher_dtype`` asks for (``distillation.teacher_dtype``,
+    ``ss_distillation.teacher_dtype``): 'auto' leaves it as built; 'float32' / 'bfloat16' cast its parameters and
+    BatchNorm statistics and set its compute dtype (halving its memory and bandwidth in bfloat16). The tasks cast
+    what a teacher returns to float32. In place; returns ``model``."""
+    if teacher_dtype != "auto":
+        from jaxkd.models.layers import cast_module
+
+        cast_module(model, jnp.dtype(teacher_dtype))
+    return model
 
 
 def forward_train(model: nnx.Module, image: jax.Array, token_layers=()) -> dict[str, Any]:

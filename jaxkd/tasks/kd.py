@@ -22,7 +22,7 @@ from jaxkd import losses, models
 from jaxkd.config import ConfigError
 from jaxkd.interop import fit, torch_to_jax
 from jaxkd.losses._common import kl_rows
-from jaxkd.tasks.base import Task, Teacher, accuracy, forward_train, top1_hits
+from jaxkd.tasks.base import Task, Teacher, accuracy, forward_train, teacher_precision, top1_hits
 from jaxkd.train import checkpoint
 
 __all__ = ["load_kd_teacher", "KnowledgeDistillation"]
@@ -72,7 +72,10 @@ def load_kd_teacher(cfg, num_classes: int, image_shape) -> Teacher:
         raise ConfigError(f"teacher checkpoint '{path}' takes {tcfg.model.in_channels}-channel images but the data "
                           f"has {image_shape[2]}: use a teacher trained on the same dataset")
     model.eval()
+    teacher_precision(model, cfg.distillation.teacher_dtype)
     graphdef, state = nnx.split(model)
+    if cfg.distillation.teacher_dtype != "auto":
+        source += f" ({cfg.distillation.teacher_dtype})"
     return Teacher(graphdef, state, "classifier", source)
 
 

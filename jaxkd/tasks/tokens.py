@@ -26,7 +26,7 @@ from jaxkd import losses, models
 from jaxkd.config import ConfigError
 from jaxkd.models import resize
 from jaxkd.tasks import teachers
-from jaxkd.tasks.base import Task, Teacher, TeacherInput, accuracy
+from jaxkd.tasks.base import Task, Teacher, TeacherInput, accuracy, teacher_precision
 from jaxkd.train import checkpoint
 
 __all__ = ["load_ss_teacher", "SelfSupervisedDistillation", "SSStudent"]
@@ -102,6 +102,9 @@ def load_ss_teacher(cfg, data) -> Teacher:
                                for _ in ss.token_layers])
     frozen = _FrozenTeacher(net, projectors)
     frozen.eval()
+    teacher_precision(frozen, ss.teacher_dtype)
+    if ss.teacher_dtype != "auto":
+        desc += f" ({ss.teacher_dtype})"
     graphdef, state = nnx.split(frozen)
     return Teacher(graphdef, state, ss.teacher_type, desc, depth=int(depth), dim=int(dim),
                    input=TeacherInput(tuple(mean), tuple(std), int(size), channels))
