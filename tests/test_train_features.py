@@ -343,22 +343,32 @@ def test_summary_total_params(preset, total, capsys):
     assert np.all(np.array(rows) > 0)
 
 
-def test_tf32_sets_the_default_matmul_precision(tmp_path):
+def test_tf32_sets_the_default_matmul_precision(tmp_path, monkeypatch):
     """training.use_tf32 (torch's allow_tf32) -> jax_default_matmul_precision 'tensorfloat32'; otherwise 'float32',
-    so fp32 stays fp32 on GPUs whose XLA default is TF32 (no effect on CPU). A subprocess: the setting is global;
-    one process trains twice (TF32 on, then off), so each run must set it, not inherit it."""
-    code = ("import sys, jax\nfrom jaxkd import config as C, train as T\n"
-            "print('PRECISION', jax.config.jax_default_matmul_precision)\n"
-            "for i, tf32 in enumerate(('true', 'false')):\n"
-            "    T.train(C.load('configs/quickstart.py', sys.argv[2:] + [f'--config.training.use_tf32={tf32}']),\n"
-            "            f'{sys.argv[1]}{i}')\n"
-            "    print('PRECISION', jax.config.jax_default_matmul_precision)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w"), *TINY_VIT, T + "num_epochs=1",
-                        T + "warmup_epochs=0", T + "max_steps_per_epoch=1"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert [ln for ln in r.stdout.splitlines() if ln.startswith("PRECISION")] == [
-        "PRECISION None", "PRECISION tensorfloat32", "PRECISION float32"]
+    so fp32 stays fp32 on GPUs whose XLA default is TF32 (no effect on CPU). One process starts two runs (TF32 on,
+    then off), so each run must set it, not inherit it; each run is stopped where its model would be built (what
+    follows does not read the setting again), and the process's setting is put back afterwards."""
+    import jax
+
+    class Built(Exception):
+        pass
+
+    seen = []
+
+    def stop_at_build(*args, **kwargs):
+        seen.append(jax.config.jax_default_matmul_precision)
+        raise Built
+
+    monkeypatch.setattr(train_lib.models, "build", stop_at_build)
+    before = jax.config.jax_default_matmul_precision
+    try:
+        for i, tf32 in enumerate(("true", "false")):
+            cfg = config_lib.load("configs/quickstart.py", [*TINY_VIT, f"{T}use_tf32={tf32}"])
+            with pytest.raises(Built):
+                train_lib.train(cfg, tmp_path / f"w{i}")
+    finally:
+        jax.config.update("jax_default_matmul_precision", before)
+    assert seen == ["tensorfloat32", "float32"]
 
 
 def test_a_new_mode_is_one_module_and_one_registry_entry(reference, tmp_path, monkeypatch):
