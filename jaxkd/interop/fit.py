@@ -10,9 +10,14 @@ import numpy as np
 
 from jaxkd.interop import torch_pickle as tc
 
-__all__ = ["load_torch_checkpoint", "expected_shapes", "expected_layout", "fit_problems"]
+__all__ = ["load_torch_checkpoint", "expected_shapes", "expected_layout", "fit_problems", "ORIGINAL_PREFIX",
+           "jaxkd_keys"]
 
-_HEADS = ("classifier.3.weight", "head.weight")
+_HEADS = ("classifier.3.weight", "head.weight", "fc.weight", "head.fc.weight")
+#: model_type -> the prefix of its keys in the original project's checkpoints: its ConvNeXtV2Tiny holds timm's model
+#: as ``self.model`` (src/teachers.py@5608f14), so its best_model.pth says ``model.stem.0.weight`` where timm (and
+#: jaxkd) say ``stem.0.weight``.
+ORIGINAL_PREFIX = {"convnext_v2_tiny": "model."}
 _SHOW = 5  # keys listed per kind of mismatch
 
 
@@ -21,6 +26,15 @@ def load_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     ``.safetensors`` file, as {torch key: numpy array}, read without importing or running pickled classes
     (:func:`jaxkd.interop.torch_pickle.load_torch_file`). Raises TorchCheckpointError naming the file and the fix."""
     return tc.state_dict_arrays(tc.load_torch_file(path), str(path))
+
+
+def jaxkd_keys(model_type: str, sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``sd`` in jaxkd's key layout: the original's wrapper prefix of ``model_type`` (:data:`ORIGINAL_PREFIX`)
+    removed when every key has it; otherwise unchanged (timm's own layout, or jaxkd's / torch_ref's)."""
+    prefix = ORIGINAL_PREFIX.get(model_type)
+    if prefix and sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
 
 
 def _listing(items: list[str]) -> str:

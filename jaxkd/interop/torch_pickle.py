@@ -318,8 +318,9 @@ def _count(prefix: str, keys) -> int:
 def describe_state_dict(sd: Mapping[str, Any]) -> str:
     """A short guess of the architecture a torch-layout state dict (values: arrays or shape tuples) was saved
     from, e.g. 'adaptive_cnn (mnist variant, 1 input channel, 10 classes)' or 'deit (depth 12, embed_dim 192,
-    patch 4, mlp_ratio 2.0, 66 positions, conv stem, dist token, 10 classes)'; '' when the keys are not those of
-    a jaxkd / original-project model."""
+    patch 4, mlp_ratio 2.0, 66 positions, conv stem, dist token, 10 classes)', 'resnet18_cifar (3 input channels, 10
+    classes)', 'convnextv2 (depths (3, 3, 9, 3), width 96, 2x2 stem, ...)'; '' when the keys are not those of a
+    jaxkd / original-project model."""
     shape = {k: tuple(v) if isinstance(v, tuple) else tuple(np.shape(v)) for k, v in sd.items()}
     if "features.0.0.weight" in shape and "classifier.3.weight" in shape:
         c0, cin = shape["features.0.0.weight"][:2]
@@ -344,4 +345,23 @@ def describe_state_dict(sd: Mapping[str, Any]) -> str:
             parts.append("grayscale adapter")
         parts.append(f"{shape['head.weight'][0]} classes")
         return f"deit ({', '.join(parts)})"
+    if "conv1.weight" in shape and "layer1.0.conv1.weight" in shape and "fc.weight" in shape:
+        stem = shape["conv1.weight"]
+        blocks = sum(1 for k in shape if k.startswith("layer") and k.endswith(".conv1.weight"))
+        bottleneck = "layer1.0.conv3.weight" in shape
+        tail = f"{stem[1]} input channels, {shape['fc.weight'][0]} classes"
+        if stem[2:] == (3, 3) and blocks == 8 and not bottleneck:
+            return f"resnet18_cifar ({tail})"
+        return (f"a ResNet other than resnet18_cifar ({stem[2]}x{stem[3]} stem, {blocks} "
+                f"{'bottleneck ' if bottleneck else ''}blocks, {tail})")
+    dw = "stages.0.blocks.0.conv_dw.weight"
+    for prefix in ("", "model."):
+        if prefix + dw in shape and prefix + "stem.0.weight" in shape:
+            stem, width = shape[prefix + "stem.0.weight"], shape[prefix + dw][0]
+            v2 = prefix + "stages.0.blocks.0.mlp.grn.weight" in shape
+            depths = [_count(f"{prefix}stages.{i}.blocks.", shape) for i in range(4)]
+            head = shape.get(prefix + "head.fc.weight", (0,))[0]
+            return (f"convnext{'v2' if v2 else ' (V1, no GRN)'} (depths {tuple(depths)}, width {width}, "
+                    f"{stem[2]}x{stem[3]} stem, {stem[1]} input channels, {head} classes"
+                    f"{', the original project wrapper layout' if prefix else ''})")
     return ""
