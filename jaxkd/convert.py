@@ -12,7 +12,10 @@ from-torch: reads the original project's ``best_model.pth`` (a state dict, or a 
 :mod:`jaxkd.interop.torch_pickle`), checks it against the model of a jaxkd preset (plus ``--config.a.b=value``
 overrides) and writes a jaxkd workdir — config.json, data.json, model/ — that ``jaxkd.evaluate``,
 ``jaxkd.predict`` and distillation (as the teacher) accept. A state dict that does not fit the preset is a one-line
-error naming the mismatching keys and shapes; the output directory is then left as it was.
+error naming the mismatching keys and shapes; the output directory is then left as it was. The later teachers
+import the same way: ``resnet18_cifar`` (the original's keys) and ``convnext_v2_tiny`` (timm's keys, or the
+original's best_model.pth, whose keys carry its wrapper's ``model.`` prefix); to-torch writes them in those layouts
+(ConvNeXt in timm's). ``--resume`` and ``--original`` know the seed's models (AdaptiveCNN, DeiT) only.
 
 from-torch --resume: continues an original run. The original's training checkpoint (``checkpoint_epoch_N.pth`` or
 ``best_model.pth``: model, optimiser (AdamW, Adam, SGD, RMSprop), scheduler, SWA average, epoch, best accuracy,
@@ -47,7 +50,7 @@ from jaxkd import config as config_lib
 from jaxkd import paths
 from jaxkd.errors import JaxkdError
 from jaxkd.interop import torch_pickle as tc
-from jaxkd.interop.fit import expected_shapes, fit_problems, load_torch_checkpoint  # noqa: F401  (re-export)
+from jaxkd.interop.fit import expected_shapes, fit_problems, jaxkd_keys, load_torch_checkpoint  # noqa: F401
 
 __all__ = ["ConvertError", "from_torch", "from_yaml", "to_torch", "load_torch_checkpoint", "data_meta",
            "expected_shapes", "main"]
@@ -129,7 +132,7 @@ def _from_torch(cfg, spec: str, torch_path: str | os.PathLike, out_dir: str | os
     out, src = Path(out_dir), Path(torch_path)
     _check_out_dir(out, force, [src])
     obj = tc.load_torch_file(src)
-    sd = tc.state_dict_arrays(obj, str(src))
+    sd = jaxkd_keys(cfg.model.model_type, tc.state_dict_arrays(obj, str(src)))  # (ConvNeXt: `model.` prefix off)
     expected, param_keys = expected_layout(cfg)
     problems, hint = fit_problems(expected, sd)
     if problems:

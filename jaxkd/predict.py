@@ -53,6 +53,8 @@ def grad_cam(model, x: jax.Array) -> np.ndarray:
     feats = model.features_map(x).astype(jnp.float32)
 
     def head(f):  # the CNN's own head after the feature map: global average pool, then the classifier
+        if hasattr(model, "logits_from_features"):  # ResNet-18, ConvNeXt V2 (pool, [LayerNorm,] Linear)
+            return model.logits_from_features(f).astype(jnp.float32)
         return model.classifier(jnp.mean(f, axis=(1, 2))).astype(jnp.float32)
 
     top = jnp.argmax(head(feats), axis=-1)

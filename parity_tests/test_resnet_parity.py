@@ -23,10 +23,10 @@ import torch
 from flax import nnx
 
 from jaxkd.interop import jax_to_torch, torch_state_dict_shapes, torch_to_jax
+from jaxkd.interop.state_dict import model_from_torch as loaded
 from jaxkd.models import layers as jlayers
 from jaxkd.models import resnet as jresnet
 from jaxkd.models.layers import cast_module
-from parity_tests._abstract import loaded
 from torch_ref import resnet as tresnet
 
 FP32_TOL = 1e-5

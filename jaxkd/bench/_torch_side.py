@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+_CNNS = ("adaptive_cnn", "resnet18_cifar", "convnext_v2_tiny")
 #: variant name -> (channels_last where a CNN is, torch.compile mode or None)
 MODES = {
     "eager": (False, None),
@@ -74,8 +75,7 @@ class TorchCase:
         if mode not in MODES:
             raise ValueError(f"unknown torch mode {mode!r}; choose from {', '.join(MODES)}")
         channels_last, compile_mode = MODES[mode]
-        has_cnn = cfg.model.model_type == "adaptive_cnn" or (
-            teacher_cfg is not None and teacher_cfg.model.model_type == "adaptive_cnn")
+        has_cnn = cfg.model.model_type in _CNNS or (teacher_cfg is not None and teacher_cfg.model.model_type in _CNNS)
         if mode == "channels_last" and not has_cnn:
             raise VariantUnavailable("no CNN in this model: channels_last is the same as eager")
         channels_last = channels_last and has_cnn
@@ -86,7 +86,7 @@ class TorchCase:
         self.mode = mode
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.model = build_torch_model(cfg).to(self.device).train()
-        if channels_last and cfg.model.model_type == "adaptive_cnn":
+        if channels_last and cfg.model.model_type in _CNNS:
             self.model = self.model.to(memory_format=fmt)
         self.teacher = None
         if teacher_cfg is not None:
@@ -226,13 +226,22 @@ def build_variants(name: str, cfg, teacher_cfg, host: dict, *, device: str, bf16
 
 
 def build_torch_model(cfg) -> Any:
-    """The torch_ref twin of ``jaxkd.models.build(cfg)``: AdaptiveCNN or DeiT with the same hyper-parameters."""
+    """The torch_ref twin of ``jaxkd.models.build(cfg)``: AdaptiveCNN, ResNet-18, ConvNeXt V2 or DeiT with the same
+    hyper-parameters."""
     m = cfg.model
     if m.model_type == "adaptive_cnn":
         from jaxkd.models import cnn_variant
         from torch_ref.cnn import AdaptiveCNN
 
         return AdaptiveCNN(cnn_variant(cfg), m.in_channels, m.num_classes, m.head_dropout, m.use_se)
+    if m.model_type == "resnet18_cifar":
+        from torch_ref.resnet import ResNet18CIFAR
+
+        return ResNet18CIFAR(m.in_channels, m.num_classes)
+    if m.model_type == "convnext_v2_tiny":
+        from torch_ref.convnext import ConvNeXtV2
+
+        return ConvNeXtV2(m.in_channels, m.num_classes, drop_path_rate=m.drop_path_rate)
     from torch_ref.vit import DeiT
 
     v = cfg.vit

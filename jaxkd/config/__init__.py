@@ -28,12 +28,13 @@ __all__ = [
     "ConfigError", "base_config", "load", "validate", "apply_overrides", "add_config_args", "parse_config_args",
     "split_overrides", "CPU_XLA_FLAGS", "add_cpu_xla_flags", "main_guard",
     "to_dict", "to_json", "flatten", "image_shape", "precision", "VIT_VARIANTS", "DATASET_SHAPES", "LOG_LEVELS",
-    "apply_peer_augmentation", "shared_data",
+    "MODEL_TYPES", "apply_peer_augmentation", "shared_data",
 ]
 
 from jaxkd.config.schema import (  # noqa: F401  (re-exported)
     DATASET_SHAPES,
     LOG_LEVELS,
+    MODEL_TYPES,
     RULES,
     VIT_VARIANTS,
     ConfigError,

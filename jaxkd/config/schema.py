@@ -20,6 +20,8 @@ VIT_VARIANTS = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
 DATASET_SHAPES = {"mnist": (28, 28, 1), "cifar": (32, 32, 3), "digits": (8, 8, 1)}
 SOURCE_KINDS = ("tfds:", "npz:", "npy:", "mnist-idx:", "cifar-python:", "folder:", "digits")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # logging.log_level, the original's Python logging levels
+# model.model_type / distillation.teacher_model_type: the seed's two models and LATER.md §2's teachers
+MODEL_TYPES = ("adaptive_cnn", "deit", "resnet18_cifar", "convnext_v2_tiny")
 DINOV2_MODELS = tuple(f"dinov2_vit{s}14{r}" for s in "sblg" for r in ("", "_reg")) + ("dinov2_custom",)
 
 
@@ -64,13 +66,18 @@ def base_config() -> ConfigDict:
         augmentation=aug,
     )
     model = _section(
-        model_type="adaptive_cnn",  # adaptive_cnn | deit
+        model_type="adaptive_cnn",  # adaptive_cnn | deit | resnet18_cifar | convnext_v2_tiny
         in_channels=3,
         num_classes=10,
         dropout=0.5,  # kept for YAML compatibility: the original's forward never used it (head_dropout does)
         head_dropout=0.3,  # jaxkd: the CNN classifier's Dropout (hard-coded 0.3 in the original)
         use_se=True,
         cnn_variant="auto",  # jaxkd: auto (from data.dataset) | mnist | cifar
+        drop_path_rate=0.0,  # the original's later key (LATER §5.1): convnext_v2_tiny's stochastic depth (max rate)
+        # jaxkd: convnext_v2_tiny from ImageNet weights: timm's convnextv2_tiny file (.safetensors or .pth, timm's
+        # key layout), read at the start of training, never downloaded; the stem is replaced and the head
+        # re-initialised (the original's `pretrained: true`). '' = random initialisation.
+        pretrained_path="",
     )
     training = _section(
         num_epochs=10,
@@ -241,12 +248,16 @@ RULES: dict[str, Callable] = {
     A + "mix_prob": _rng(0, 1),
     A + "switch_prob": _rng(0, 1),
     A + "teacher_view": _choice("student", "clean"),
-    "model.model_type": _choice("adaptive_cnn", "deit"),
+    "model.model_type": _choice(*MODEL_TYPES),
     "model.in_channels": _rng(1),
     "model.num_classes": _rng(2),
     "model.dropout": _rng(0, 1, hi_open=True),
     "model.head_dropout": _rng(0, 1, hi_open=True),
     "model.cnn_variant": _choice("auto", "mnist", "cifar"),
+    "model.drop_path_rate": _rng(0, 1, hi_open=True),
+    "model.pretrained_path": lambda v, c: (
+        None if not v or c.model.model_type == "convnext_v2_tiny" else
+        f"is for model.model_type convnext_v2_tiny (ImageNet weights), not {c.model.model_type!r}: leave it empty"),
     "training.num_epochs": _rng(1),
     "training.learning_rate": _rng(0, lo_open=True),
     "training.weight_decay": _rng(0),
@@ -306,7 +317,7 @@ RULES: dict[str, Callable] = {
         (None if v == "cls" or c.vit.distillation else "needs vit.distillation = true (a dist token); use 'cls'")),
     "vit.ln_eps": _rng(0, lo_open=True),
     "vit.attention": _choice("auto", "fused", "cudnn", "plain"),
-    "distillation.teacher_model_type": _choice("adaptive_cnn", "deit"),
+    "distillation.teacher_model_type": _choice(*MODEL_TYPES),
     "distillation.distillation_type": _choice("hard", "soft"),
     "distillation.alpha": _rng(0, 1),
     "distillation.tau": _rng(0, lo_open=True),
@@ -420,6 +431,13 @@ def _cross_checks(cfg: ConfigDict) -> Iterable[str]:
     if cfg.model.model_type == "deit" and shape is not None and cfg.vit.img_size != shape[0]:
         yield (f"config field 'vit.img_size' = {cfg.vit.img_size} does not match the {cfg.data.dataset} images "
                f"({shape[0]} px): set --config.vit.img_size={shape[0]}")
+    convnext = [f for f, on in (("model.model_type", cfg.model.model_type == "convnext_v2_tiny"),
+                                ("distillation.teacher_model_type", cfg.distillation.enabled
+                                 and cfg.distillation.teacher_model_type == "convnext_v2_tiny")) if on]
+    if convnext and shape is not None and min(shape[:2]) < 16:
+        yield (f"config field '{convnext[0]}' = 'convnext_v2_tiny' needs images of at least 16 px (its stem and "
+               f"three downsamples halve them four times), but the {cfg.data.dataset} images are {shape[0]} px: "
+               "use resnet18_cifar or adaptive_cnn, or set --config.data.image_size=32")
     if cfg.vit.variant != "custom":
         dims = VIT_VARIANTS[cfg.vit.variant]
         if (cfg.vit.embed_dim, cfg.vit.num_heads) != dims:

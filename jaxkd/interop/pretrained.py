@@ -35,10 +35,7 @@ _WHERE = ("timm's convnextv2_tiny weights (e.g. model.safetensors of the Hugging
           "timm/convnextv2_tiny.fcmae_ft_in22k_in1k)")
 
 
-def pretrained_weights(model: nnx.Module, path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The weights of timm's convnextv2_tiny file at ``path`` that ``model`` (a jaxkd ConvNeXtV2) takes over, as
-    {torch key: array}: every key but :data:`NOT_COPIED`, checked against the model's shapes. Raises ConfigError (one
-    line: the file, what it holds, what to give) for a missing or unreadable file or another architecture."""
+def _read(path: str | os.PathLike, expected: dict[str, tuple]) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{_FIELD} = '{path}': no such file; give {_WHERE} (no download here), or '' to start "
@@ -49,7 +46,7 @@ def pretrained_weights(model: nnx.Module, path: str | os.PathLike) -> dict[str, 
         sd = fit.jaxkd_keys("convnext_v2_tiny", fit.load_torch_checkpoint(path))
     except tc.TorchCheckpointError as e:
         raise ConfigError(f"{_FIELD}: {e}") from None
-    expected = {k: s for k, s in torch_state_dict_shapes(model).items() if k not in NOT_COPIED}
+    expected = {k: s for k, s in expected.items() if k not in NOT_COPIED}
     problems, _ = fit.fit_problems(expected, {k: v for k, v in sd.items() if k not in NOT_COPIED})
     if problems:
         seen = tc.describe_state_dict(sd)
@@ -58,10 +55,23 @@ def pretrained_weights(model: nnx.Module, path: str | os.PathLike) -> dict[str, 
     return {k: sd[k] for k in expected}
 
 
-def load_pretrained(model: nnx.Module, path: str | os.PathLike) -> str:
-    """Copies timm's ImageNet weights (:func:`pretrained_weights`) into ``model`` in place; the stem and the
-    classifier keep the model's own initialisation. Returns a one-line note for the run's log."""
-    weights = pretrained_weights(model, path)
+def pretrained_weights(cfg) -> dict[str, np.ndarray]:
+    """The weights of timm's convnextv2_tiny file ``cfg.model.pretrained_path`` that the model of ``cfg`` takes
+    over, as {torch key: array}: every key but :data:`NOT_COPIED`, checked against the shapes of the config's model
+    (without building it). Raises ConfigError (one line: the file, what it holds, what to give) for a missing or
+    unreadable file or another architecture."""
+    return _read(cfg.model.pretrained_path, fit.expected_shapes(cfg))
+
+
+def load_pretrained(model: nnx.Module, weights: str | os.PathLike | dict) -> str:
+    """Copies timm's ImageNet weights into ``model`` (a jaxkd ConvNeXtV2) in place: ``weights`` from
+    :func:`pretrained_weights`, or the file's path (checked against ``model``). The stem and the classifier keep the
+    model's own initialisation. Returns a one-line note for the run's log."""
+    if not isinstance(weights, dict):
+        where = weights
+        weights = _read(weights, torch_state_dict_shapes(model))
+    else:
+        where = "model.pretrained_path"
     torch_to_jax(model, weights, strict=False)
-    return (f"model.pretrained_path: {len(weights)} ImageNet tensors from {path}; the 2x2 stem and the "
-            f"{model.num_classes}-class head are newly initialised (the original's recipe)")
+    return (f"{where}: {len(weights)} ImageNet tensors copied; the 2x2 stem and the {model.num_classes}-class head "
+            "are newly initialised (the original's recipe)")

@@ -353,7 +353,7 @@ def describe_state_dict(sd: Mapping[str, Any]) -> str:
         if stem[2:] == (3, 3) and blocks == 8 and not bottleneck:
             return f"resnet18_cifar ({tail})"
         return (f"a ResNet other than resnet18_cifar ({stem[2]}x{stem[3]} stem, {blocks} "
-                f"{'bottleneck ' if bottleneck else ''}blocks, {tail})")
+                f"{'bottleneck ' if bottleneck else ''}block{'s' * (blocks != 1)}, {tail})")
     dw = "stages.0.blocks.0.conv_dw.weight"
     for prefix in ("", "model."):
         if prefix + dw in shape and prefix + "stem.0.weight" in shape:

@@ -1,4 +1,5 @@
-"""Models of SPEC.md §1-2 — the AdaptiveCNN teacher and the DeiT/ViT student — and `build(config, rngs)`."""
+"""Models of SPEC.md §1-2 — the AdaptiveCNN teacher and the DeiT/ViT student —, the later teachers of LATER.md §2
+(ResNet-18 with the CIFAR stem, ConvNeXt V2-Tiny with the 2×2 stem) and `build(config, rngs)`."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def cnn_variant(cfg: ConfigDict) -> str:
 
 
 def build(cfg: ConfigDict, rngs: nnx.Rngs, *, dtype=None) -> nnx.Module:
-    """Builds the model `cfg.model` (and `cfg.vit` for DeiT) describes."""
+    """Builds the model `cfg.model` (and `cfg.vit` for DeiT) describes, freshly initialised."""
     dtype = compute_dtype(cfg) if dtype is None else dtype
     m = cfg.model
     if m.model_type == "adaptive_cnn":
@@ -49,7 +50,18 @@ def build(cfg: ConfigDict, rngs: nnx.Rngs, *, dtype=None) -> nnx.Module:
                     distillation=v.distillation, convert_grayscale=v.convert_grayscale,
                     use_conv_stem=v.use_conv_stem, ln_eps=v.ln_eps, inference_mode=v.inference_mode,
                     attention=v.attention, cls_token_dropout=v.cls_token_dropout, dtype=dtype, rngs=rngs)
-    raise config_lib.ConfigError(f"config field 'model.model_type' = {m.model_type!r}: use adaptive_cnn or deit")
+    if m.model_type == "resnet18_cifar":
+        from jaxkd.models.resnet import ResNet18CIFAR
+
+        return ResNet18CIFAR(in_channels=m.in_channels, num_classes=m.num_classes, dtype=dtype, rngs=rngs)
+    if m.model_type == "convnext_v2_tiny":
+        from jaxkd.models.convnext import ConvNeXtV2
+
+        # (ImageNet weights, model.pretrained_path, are read by the trainer: jaxkd.interop.pretrained)
+        return ConvNeXtV2(in_channels=m.in_channels, num_classes=m.num_classes, drop_path_rate=m.drop_path_rate,
+                          dtype=dtype, rngs=rngs)
+    raise config_lib.ConfigError(f"config field 'model.model_type' = {m.model_type!r}: use one of "
+                                 f"{', '.join(config_lib.MODEL_TYPES)}")
 
 
 def count_params(model: nnx.Module) -> int:

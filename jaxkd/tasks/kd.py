@@ -1,8 +1,10 @@
 """Distillation as a teacher plus a task for the one trainer (never a forked trainer).
 
-- CNN -> DeiT (SPEC §3): a frozen teacher from `distillation.teacher_checkpoint` (a jaxkd workdir, or an original
-  project `.pth` read without running its pickle, jaxkd.interop.fit); hard or soft KD on the dist head, the α
-  schedule with KD warm-up; the teacher sees the student's augmented batch (as the original) or the clean view.
+- CNN -> DeiT (SPEC §3): a frozen teacher of `distillation.teacher_model_type` (adaptive_cnn, resnet18_cifar,
+  convnext_v2_tiny, deit) from `distillation.teacher_checkpoint` (a jaxkd workdir, or an original project `.pth` /
+  a torch_ref or timm state dict as `.pth` or `.safetensors`, read without running its pickle, jaxkd.interop.fit);
+  hard or soft KD on the dist head, the α schedule with KD warm-up; the teacher sees the student's augmented batch
+  (as the original) or the clean view.
 - Token distillation from DINOv2 (SPEC §3): see jaxkd.tasks.tokens.
 
 The teacher runs inside the same jitted step: its state is the step's `aux` input (replicated, not donated, not in
@@ -20,7 +22,9 @@ from flax import nnx
 from jaxkd import config as config_lib
 from jaxkd import losses, models
 from jaxkd.config import ConfigError
-from jaxkd.interop import fit, torch_to_jax
+from jaxkd.interop import fit
+from jaxkd.interop.state_dict import model_from_torch
+from jaxkd.interop.torch_pickle import describe_state_dict
 from jaxkd.losses._common import kl_rows
 from jaxkd.tasks.base import Task, Teacher, accuracy, forward_train, teacher_precision, top1_hits
 from jaxkd.train import checkpoint
@@ -50,20 +54,24 @@ def load_kd_teacher(cfg, num_classes: int, image_shape) -> Teacher:
                               f"distillation.teacher_model_type is {want!r}: give a {want} teacher, or set "
                               f"--config.distillation.teacher_model_type={tcfg.model.model_type}")
         source = f"jaxkd workdir {path}"
-    elif path.suffix in (".pth", ".pt", ".bin"):
+    elif path.suffix in (".pth", ".pt", ".bin", ".safetensors"):
         tcfg = _teacher_cfg(cfg)
-        model = models.build(tcfg, nnx.Rngs(0))
-        sd = fit.load_torch_checkpoint(path)
+        # the original's best_model.pth, torch_ref's / timm's state dict (ConvNeXt: the original's `model.` prefix off)
+        sd = fit.jaxkd_keys(tcfg.model.model_type, fit.load_torch_checkpoint(path))
         problems, _ = fit.fit_problems(fit.expected_shapes(tcfg), sd)
         if problems:  # (a short listing, not interop's full one: a CIFAR CNN for the digits is ~100 keys)
+            seen = describe_state_dict(sd)
             raise ConfigError(f"teacher checkpoint '{path}' does not fit a {tcfg.model.model_type} for "
-                              f"{cfg.data.dataset}: {'; '.join(problems)}: use a teacher trained on the same "
-                              f"dataset (or set --config.distillation.teacher_model_type)")
-        torch_to_jax(model, sd)
+                              f"{cfg.data.dataset}: {'; '.join(problems)}{f' (it holds {seen})' if seen else ''}: "
+                              "use a teacher trained on the same dataset (or set "
+                              "--config.distillation.teacher_model_type)")
+        # (built abstract and filled from the file: its random initialisation would only be overwritten)
+        model = model_from_torch(lambda: models.build(tcfg, nnx.Rngs(0)), sd)
         model.eval()
         source = f"PyTorch checkpoint {path}"
     else:
-        raise ConfigError(f"teacher checkpoint '{path}': give a jaxkd workdir (folder) or a .pth file")
+        raise ConfigError(f"teacher checkpoint '{path}': give a jaxkd workdir (folder) or a .pth / .safetensors "
+                          "file")
     k = tcfg.model.num_classes
     if k != num_classes:
         raise ConfigError(f"teacher checkpoint '{path}' predicts {k} classes but the student's data has "

@@ -256,7 +256,14 @@ def _train(cfg, workdir, force, t_start, is_main, multi, stop, lock, run, on_ste
     if (cfg.logging.tensorboard or cfg.logging.wandb) and cfg.logging.log_dir and is_main:
         paths.output_dir(cfg.logging.log_dir, "config field 'logging.log_dir'")
     # --- model ---------------------------------------------------------------------------------------------------
+    imagenet = None
+    if cfg.model.pretrained_path:  # ImageNet weights (convnext_v2_tiny), read and checked before the model is built
+        from jaxkd.interop import pretrained
+
+        imagenet = pretrained.pretrained_weights(cfg)
     model = models.build(cfg, nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1))
+    if imagenet is not None:  # (the stem and the head keep their fresh initialisation)
+        _printer(warn)(f"note: {pretrained.load_pretrained(model, imagenet)}")
     task = tasks.from_config(cfg, data)  # (its teacher loaded and checked against the data)
     trainable = task.trainable(model, nnx.Rngs(cfg.seed + 2))
     gd_train, gd_eval, params, rest = steps.split_model(trainable)
