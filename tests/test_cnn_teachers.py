@@ -1,6 +1,7 @@
 """The later CNN teachers (../shared/spec/LATER.md §2) in the one trainer: ResNet-18 trained as a model of its own
 (configs/cifar_resnet18.py:smoke, 2 steps) and then the frozen teacher, from that workdir, of a DeiT
-(configs/deit_cifar_resnet18.py:smoke, 2 steps); teachers from PyTorch files (torch_ref's ResNet-18 as .safetensors,
+(configs/deit_cifar_resnet18.py:smoke, 2 steps), with jaxkd.predict's Grad-CAM of the teacher between the two;
+teachers from PyTorch files (torch_ref's ResNet-18 as .safetensors,
 the original's ConvNeXt best_model.pth with its `model.` prefix) compute what torch computes.
 
 The trained pairs run in one child interpreter on tiny CIFAR-shaped data (24 random images), compiled without
@@ -74,6 +75,12 @@ def run_pair(pair: str, work: Path) -> dict:
 
     out = {"teacher": train_lib.train(config_lib.load(f"{teacher_preset}:smoke", data + extra), teacher)}
     out["teacher_config"] = json.loads((teacher / "config.json").read_text())
+    from PIL import Image
+
+    from jaxkd import predict
+
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(work / "x.png")
+    out["predict"] = predict.predict(teacher, [str(work / "x.png")], explain=work / "explain")  # (Grad-CAM)
     before = digest()
     cfg = config_lib.load(f"{student_preset}:smoke", data + [f"--config.distillation.teacher_checkpoint={teacher}"])
     out["student"] = train_lib.train(cfg, work / student_preset)
@@ -101,6 +108,8 @@ def test_teacher_preset_trains_and_a_deit_distils_from_it(pair, tmp_path):
     assert np.isfinite(rec["teacher"]["test_loss"])
     assert rec["teacher_config"]["model"]["model_type"] == {"resnet18": "resnet18_cifar",
                                                             "convnextv2": "convnext_v2_tiny"}[pair]
+    (pred,) = rec["predict"]
+    assert len(pred["top5"]) == 5 and Path(pred["explanation"]).is_file()  # jaxkd.predict's Grad-CAM of the teacher
     if pair == "convnextv2":
         assert "194 ImageNet tensors copied" in r.stderr  # the run's note: the stem and the head are new
     assert rec["student"]["steps"] == 2 and np.isfinite(rec["student"]["test_loss"])
