@@ -1,14 +1,15 @@
 """The later CNN teachers (../shared/spec/LATER.md §2) in the one trainer: ResNet-18 trained as a model of its own
 (configs/cifar_resnet18.py:smoke, 2 steps) and then the frozen teacher, from that workdir, of a DeiT
 (configs/deit_cifar_resnet18.py:smoke, 2 steps), with jaxkd.predict's Grad-CAM of the teacher between the two;
-teachers from PyTorch files (torch_ref's ResNet-18 as .safetensors,
-the original's ConvNeXt best_model.pth with its `model.` prefix) compute what torch computes.
+teachers from PyTorch files (torch_ref's ResNet-18 as .safetensors, the original's ConvNeXt best_model.pth with its
+`model.` prefix) compute what torch computes.
 
 The trained pairs run in one child interpreter on tiny CIFAR-shaped data (24 random images), compiled without
 LLVM's optimisations as tests/test_yaml_presets.py does: they check that the presets train, not XLA's code, and
 compilation is nearly all of their time. The ConvNeXt V2 pair (its teacher from a timm-layout ImageNet file through
-model.pretrained_path) compiles for about a minute more, so it runs only with JAXKD_TEST_ALL_PRESETS=1, as that
-file's full sweep does; ConvNeXt's numerics are parity_tests/test_convnext_parity.py's.
+model.pretrained_path) compiles for about a minute more, so it runs only with JAXKD_TEST_ALL_PRESETS=1 (as that
+file's full sweep does) or JAXKD_TEST_ALL=1; ConvNeXt's numerics are parity_tests/test_convnext_parity.py's. The
+ResNet pair is one of conftest.py's HEAVY units (a whole-suite run keeps a seeded sample of them).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from flax import nnx
 from jaxkd import config as config_lib
 from jaxkd.tasks import kd as distill
 
-ALL = os.environ.get("JAXKD_TEST_ALL_PRESETS") == "1"
+ALL = "1" in (os.environ.get("JAXKD_TEST_ALL_PRESETS"), os.environ.get("JAXKD_TEST_ALL"))
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 PAIRS = {"resnet18": ("cifar_resnet18", "deit_cifar_resnet18"), "convnextv2": ("cifar_convnextv2",
                                                                                 "deit_cifar_convnextv2")}
@@ -94,7 +95,8 @@ def run_pair(pair: str, work: Path) -> dict:
 @pytest.mark.parametrize("pair", [
     "resnet18",
     pytest.param("convnextv2", marks=pytest.mark.skipif(
-        not ALL, reason="ConvNeXt V2 training compiles for about a minute more: JAXKD_TEST_ALL_PRESETS=1 runs it"))])
+        not ALL, reason="ConvNeXt V2 training compiles for about a minute more: JAXKD_TEST_ALL_PRESETS=1 or "
+                        "JAXKD_TEST_ALL=1 runs it"))])
 def test_teacher_preset_trains_and_a_deit_distils_from_it(pair, tmp_path):
     env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip(),
                JAX_PLATFORMS="cpu")
