@@ -7,9 +7,9 @@ teachers from PyTorch files (torch_ref's ResNet-18 as .safetensors, the original
 The trained pairs run in one child interpreter on tiny CIFAR-shaped data (24 random images), compiled without
 LLVM's optimisations as tests/test_yaml_presets.py does: they check that the presets train, not XLA's code, and
 compilation is nearly all of their time. The ConvNeXt V2 pair (its teacher from a timm-layout ImageNet file through
-model.pretrained_path) compiles for about a minute more, so it runs only with JAXKD_TEST_ALL_PRESETS=1 (as that
-file's full sweep does) or JAXKD_TEST_ALL=1; ConvNeXt's numerics are parity_tests/test_convnext_parity.py's. The
-ResNet pair is one of conftest.py's HEAVY units (a whole-suite run keeps a seeded sample of them).
+model.pretrained_path) takes about 100 s (cold, 2 idle cores), so it runs only with JAXKD_TEST_ALL_PRESETS=1 (as
+that file's full sweep does) or JAXKD_TEST_ALL=1; ConvNeXt's numerics are parity_tests/test_convnext_parity.py's.
+The ResNet pair is one of conftest.py's HEAVY units (a whole-suite run keeps a seeded sample of them).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def run_pair(pair: str, work: Path) -> dict:
 @pytest.mark.parametrize("pair", [
     "resnet18",
     pytest.param("convnextv2", marks=pytest.mark.skipif(
-        not ALL, reason="ConvNeXt V2 training compiles for about a minute more: JAXKD_TEST_ALL_PRESETS=1 or "
+        not ALL, reason="the ConvNeXt V2 pair takes ~100 s: JAXKD_TEST_ALL_PRESETS=1 or "
                         "JAXKD_TEST_ALL=1 runs it"))])
 def test_teacher_preset_trains_and_a_deit_distils_from_it(pair, tmp_path):
     env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip(),
