@@ -38,6 +38,7 @@ Existing outputs are never overwritten without ``--force``. Errors exit with cod
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -120,6 +121,26 @@ def _swap_in(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _staged(out: Path, cfg, data: dict):
+    """A temporary sibling of ``out`` holding config.json and data.json, for the body to write the rest into; when
+    the body succeeds it replaces ``out`` (_swap_in), on any error or interruption it is removed."""
+    from jaxkd.train import reporting
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        (tmp / "config.json").write_text(config_lib.to_json(cfg) + "\n")
+        reporting.write_json_atomic(tmp / "data.json", data)
+        yield tmp
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _from_torch(cfg, spec: str, torch_path: str | os.PathLike, out_dir: str | os.PathLike, *, force: bool = False,
                 log: Callable[[str], None] = print, resume: bool = False) -> Path:
     from flax import nnx
@@ -149,21 +170,11 @@ def _from_torch(cfg, spec: str, torch_path: str | os.PathLike, out_dir: str | os
     meta = data_meta(cfg)
     _, _, params, rest = steps.split_model(model)
     ignored = tc.unloaded_objects(obj)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        (tmp / "config.json").write_text(config_lib.to_json(cfg) + "\n")
-        reporting.write_json_atomic(tmp / "data.json", meta)
+    with _staged(out, cfg, meta) as tmp:
         reporting.write_json_atomic(tmp / "converted_from.json", {
             "torch_checkpoint": str(src.resolve()), "preset": spec, "tensors": len(sd),
             "ignored_objects": ignored})
         ckpt_lib.export_model(tmp / "model", params, rest)
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"imported {src} ({len(sd)} tensors, {models.count_params(model):,} parameters) with preset '{spec}' "
         f"into {out}")
     if ignored:
@@ -188,13 +199,7 @@ def _resume(cfg, spec: str, obj, sd: dict, src: Path, out: Path, expected: dict,
     spe = epoch_steps(cfg, data)
     state, host, notes = continuation.resume_state(cfg, run, sd, spe, str(src))
     step = (run.epoch + 1) * spe
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        (tmp / "config.json").write_text(config_lib.to_json(cfg) + "\n")
-        reporting.write_json_atomic(tmp / "data.json", data_json(data))
+    with _staged(out, cfg, data_json(data)) as tmp:
         continuation.write_history(reporting.MetricWriter(tmp / "metrics.jsonl"), run.history, run.epoch + 1, spe)
         reporting.write_json_atomic(tmp / "converted_from.json", {
             "torch_checkpoint": str(src.resolve()), "preset": spec, "resume": True, "epochs_done": run.epoch + 1,
@@ -207,10 +212,6 @@ def _resume(cfg, spec: str, obj, sd: dict, src: Path, out: Path, expected: dict,
             ckpts.wait()
         finally:
             ckpts.close()
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     swa = f", SWA average of {run.swa[0]} epoch(s)" if run.swa else ""
     counted = f" after {run.steps} step(s)" if run.steps is not None else ""
     log(f"imported {src} (after epoch {run.epoch + 1}: {len(sd)} tensors, {run.optimizer} state{counted}{swa}) "
