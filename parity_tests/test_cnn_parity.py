@@ -40,8 +40,9 @@ _fwd = nnx.jit(lambda m, x: m(x))
 _feat = nnx.jit(lambda m, x: m.features_map(x))
 
 
-def _randomize_bn(model: torch.nn.Module, seed: int) -> None:
-    """Non-trivial BN affine params and running stats, so that stats conversion is exercised."""
+def _randomize_bn(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Non-trivial BN affine params and running stats, so that stats conversion is exercised (in place; returns
+    ``model``). Also used by the bf16 and ResNet parity tests."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -52,6 +53,7 @@ def _randomize_bn(model: torch.nn.Module, seed: int) -> None:
                 m.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
                 m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
                 m.num_batches_tracked.fill_(int(torch.randint(0, 1000, (1,), generator=g)))
+    return model
 
 
 def _images(variant: str, seed: int) -> np.ndarray:

@@ -27,6 +27,7 @@ from jaxkd.interop.state_dict import model_from_torch as loaded
 from jaxkd.models import layers as jlayers
 from jaxkd.models import resnet as jresnet
 from jaxkd.models.layers import cast_module
+from parity_tests.test_cnn_parity import _randomize_bn
 from torch_ref import resnet as tresnet
 
 FP32_TOL = 1e-5
@@ -40,20 +41,6 @@ ORIGINAL_KEYS = {"conv1.weight": (64, 3, 3, 3), "bn1.running_var": (64,), "layer
                  "layer4.1.bn2.bias": (512,), "fc.weight": (10, 512), "fc.bias": (10,)}
 
 _fwd = nnx.jit(lambda m, x: m(x))
-
-
-def _randomise_bn(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
-                m.num_batches_tracked.fill_(int(torch.randint(0, 1000, (1,), generator=g)))
-    return model
 
 
 def _images(seed: int, size: int = 32, batch: int = 2) -> np.ndarray:
@@ -72,7 +59,7 @@ def _jax_model(sd) -> jresnet.ResNet18CIFAR:
 def ref():
     """(torch_ref model with randomised BatchNorms, its state dict)."""
     torch.manual_seed(0)
-    t = _randomise_bn(tresnet.ResNet18CIFAR(3, 10), seed=7)
+    t = _randomize_bn(tresnet.ResNet18CIFAR(3, 10), seed=7)
     return t, {k: v.clone() for k, v in t.state_dict().items()}
 
 
