@@ -67,7 +67,6 @@ def load_kd_teacher(cfg, num_classes: int, image_shape) -> Teacher:
                               "--config.distillation.teacher_model_type)")
         # (built abstract and filled from the file: its random initialisation would only be overwritten)
         model = model_from_torch(lambda: models.build(tcfg, nnx.Rngs(0)), sd)
-        model.eval()
         source = f"PyTorch checkpoint {path}"
     else:
         raise ConfigError(f"teacher checkpoint '{path}': give a jaxkd workdir (folder) or a .pth / .safetensors "
