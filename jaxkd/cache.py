@@ -8,7 +8,9 @@ a resume or an evaluation finds its programs there; another model, schedule or s
 Where: ``$JAXKD_COMPILATION_CACHE`` if set (a folder; ``0``, ``off`` or an empty value turns the cache off), else
 ``$JAX_COMPILATION_CACHE_DIR`` if the user set JAX's own variable, else ``$XDG_CACHE_HOME/jaxkd/xla`` (default
 ``~/.cache/jaxkd/xla``). A folder that cannot be created or written turns the cache off with one note on stderr:
-the run itself never fails because of its cache.
+the run itself never fails because of its cache. A run of several processes on CPU with jax 0.12 compiles without
+it: there, programs with cross-process collectives loaded from the cache hang (see
+`jaxkd.train.loop.maybe_initialize_distributed`).
 """
 
 from __future__ import annotations

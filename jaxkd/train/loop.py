@@ -66,6 +66,17 @@ def maybe_initialize_distributed() -> None:
                                    process_id=int(os.environ["JAXKD_PROCESS_ID"]))
     elif os.environ.get("JAXKD_DISTRIBUTED") == "1":
         jax.distributed.initialize()
+    else:
+        return
+    if jax.process_count() > 1 and jax.default_backend() == "cpu" and _CPU_CACHE_HANGS:
+        # jax 0.12 on CPU: a program with cross-process collectives loaded from the persistent compilation cache
+        # waits forever in its first all-reduce (jax 0.12.1: every process blocks in the first training step once
+        # the cache holds it, a cold cache runs; jax 0.10.2 and 0.11.2 run either way). Such runs compile instead.
+        jax.config.update("jax_enable_compilation_cache", False)
+
+
+# jax versions whose multi-process CPU runs hang on programs from the persistent compilation cache (see above)
+_CPU_CACHE_HANGS = tuple(int(p) for p in jax.__version__.split(".")[:2]) >= (0, 12)
 
 
 class _StopOnSignal:
