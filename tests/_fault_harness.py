@@ -5,6 +5,7 @@ variables (the tests' harness, not part of jaxkd):
   save of the same step then overlaps its best save);
 - FAULT_OSERROR=STEP:P:ERRNO: Orbax's save of STEP on process P (-1: every process) fails with that OS error
   (28 ENOSPC, 30 EROFS), after the earlier saves have completed (as Orbax's own save waits for them first);
+  with FAULT_MARK=FILE it writes the time of the failure there;
 - FAULT_SLEEP_S=S: every training step takes S seconds longer (the trainer's on_step hook), so that a test can
   signal or kill a run mid-epoch.
 Without them it is `python -m jaxkd.train`.
@@ -38,6 +39,9 @@ def slow_commit(directory, *args, **kwargs):
 def failing_save(self, step, *args, **kwargs):
     if step == BAD_STEP and BAD_PROCESS in (-1, jax.process_index()):
         self.wait_until_finished()
+        if os.environ.get("FAULT_MARK"):  # when the fault struck, for the test to time the stop from
+            with open(os.environ["FAULT_MARK"], "w") as f:
+                f.write(repr(time.time()))
         raise OSError(BAD_ERRNO, os.strerror(BAD_ERRNO))
     return _save(self, step, *args, **kwargs)
 
