@@ -242,6 +242,8 @@ def test_suite_validation():
         validate_suite(Suite("s", "", (t, t)))
     with pytest.raises(StudyError, match="role"):
         validate_suite(Suite("s", "", (Run("x", "x.py", "student"),)))
+    with pytest.raises(StudyError, match="'analyze' names runs it does not have"):
+        validate_suite(Suite("s", "", (t, b), analyze=("b", "zz")))
     # dependency order: a student listed before its teacher is trained after it
     s = validate_suite(Suite("s", "", (Run("d", "x.py", "distilled", twin="b", teacher="t"), b, t)))
     assert [r.name for r in s.runs].index("t") < [r.name for r in s.runs].index("d")

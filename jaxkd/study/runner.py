@@ -4,9 +4,11 @@ Runs a suite's jobs one after another, each an ordinary `python -m jaxkd.train` 
 does not end the study; its dependants are skipped, the rest go on), then writes DIR/results.json, DIR/RESULTS.md
 and DIR/results.png from what is on disk. Interrupted (Ctrl-C, SIGTERM: passed on to the run, which saves a
 checkpoint) and started again with the same command, it skips finished runs and the trainer resumes the unfinished
-one. DIR/study.json is the study's ledger (each job's attempts, wall time, exit code, device); DIR/logs/ holds each
-run's output. The runs share jaxkd's persistent compilation cache (jaxkd.cache): a rerun or a resume compiles
-little (the seed is a constant of the compiled programs, so a new seed compiles anew).
+one. A suite that names runs to analyse then runs `python -m jaxkd.analyze` on their seed-0 models into
+DIR/analysis/ (again only when they changed). DIR/study.json is the study's ledger (each job's attempts, wall time,
+exit code, device); DIR/logs/ holds each run's output. The runs share jaxkd's persistent compilation cache
+(jaxkd.cache): a rerun or a resume compiles little (the seed is a constant of the compiled programs, so a new seed
+compiles anew).
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ def _tail(path: Path, n: int = 3) -> str:
 
 def run_study(suite: Suite, workdir: Path, *, seeds: int, smoke: bool = False, only=None, sets=(),
               teacher_seeds: int | None = None, force: bool = False, dry_run: bool = False, report_only: bool = False,
-              command: str | None = None, out: Callable[[str], None] = print) -> int:
+              analysis: bool = True, command: str | None = None, out: Callable[[str], None] = print) -> int:
     """Plans, runs and reports a suite; returns the exit code (0, 1 when a run failed, 128+signal if stopped)."""
     jobs = plan(suite, workdir, seeds=seeds, smoke=smoke, only=only, sets=sets, teacher_seeds=teacher_seeds)
     todo = [j for j in jobs if j.selected]
@@ -159,6 +161,9 @@ def run_study(suite: Suite, workdir: Path, *, seeds: int, smoke: bool = False, o
             cmd = " ".join(shlex.quote(x) for x in j.command("python", force=j.status == "conflict"))
             out(f"{j.key} [{j.status}]" + (f" teacher {j.teacher[0]}/seed{j.teacher[1]}" if j.teacher else "")
                 + f"\n    {cmd}")
+        if analysis and suite.analyze:
+            cmd = _analysis_command([j for j in jobs if j.run.name in suite.analyze and j.seed == 0], workdir, smoke)
+            out("analysis\n    " + " ".join(shlex.quote(x) for x in ["python", *cmd[1:]]))
         return 0
     workdir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(workdir / "study.json")
@@ -203,7 +208,57 @@ def run_study(suite: Suite, workdir: Path, *, seeds: int, smoke: bool = False, o
             delta = f"  Δ vs {r['twin']} {100 * d['mean']:+.2f} pp" + (
                 f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else "")
         out(f"  {name:<16} {r['role']:<9} {acc} (n={a['n']}){delta}")
+    if analysis and suite.analyze and not report_only:
+        rc = _analyze(suite, jobs, ledger, workdir, smoke, env, out)
+        code = code or (1 if rc else 0)
     return code or (1 if failed else 0)
+
+
+# What --smoke asks of the analysis: seconds on CPU, every metric still computed.
+_SMOKE_ANALYSIS = ["--num-samples", "16", "--chunk-size", "16", "--min-probes", "2", "--max-probes", "3",
+                   "--top-k", "2"]
+
+
+def _analysis_command(chosen: list[Job], workdir: Path, smoke: bool) -> list[str]:
+    return [sys.executable, "-m", "jaxkd.analyze", *(str(j.workdir) for j in chosen),
+            "--names", *(j.run.name for j in chosen), "--out", str(workdir / "analysis"), "--no-progress",
+            *(_SMOKE_ANALYSIS if smoke else [])]
+
+
+def _analyze(suite: Suite, jobs: list[Job], ledger: Ledger, workdir: Path, smoke: bool, env: dict,
+             out: Callable[[str], None]) -> int:
+    """`python -m jaxkd.analyze` on the seed-0 models of `suite.analyze`, into DIR/analysis/ (its JSON and PNGs);
+    skipped while one of them has not finished, and when DIR/analysis/analysis.json is newer than all of them.
+    Returns the analysis' exit code (0 when skipped)."""
+    by_key = {j.key: j for j in jobs}
+    chosen = [by_key.get(f"{name}/seed0") for name in suite.analyze]
+    missing = [name for name, j in zip(suite.analyze, chosen) if j is None or j.refresh() != "finished"]
+    if missing:
+        out(f"analysis: skipped until {', '.join(m + '/seed0' for m in missing)} finished")
+        return 0
+    result = workdir / "analysis" / "analysis.json"
+    newest = max((j.workdir / "summary.json").stat().st_mtime for j in chosen)
+    if result.exists() and result.stat().st_mtime >= newest:
+        out(f"analysis: up to date ({result})")
+        return 0
+    cmd = _analysis_command(chosen, workdir, smoke)
+    log_path = workdir / "logs" / "analysis.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    out(f"analysis: {', '.join(suite.analyze)} (log: {log_path})")
+    t0 = time.time()
+    with open(log_path, "a") as log:
+        log.write(f"=== {datetime.datetime.now().isoformat(timespec='seconds')} "
+                  f"{' '.join(shlex.quote(x) for x in cmd)}\n")
+        log.flush()
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    wall = time.time() - t0
+    ledger.data["analysis"] = {"rc": rc, "wall_s": round(wall, 3), "runs": list(suite.analyze)}
+    ledger.save()
+    if rc == 0:
+        out(f"analysis: done in {_fmt(wall)}: {result.parent}")
+    else:
+        out(f"analysis: FAILED (exit {rc}) after {_fmt(wall)}: {_tail(log_path)} (log: {log_path})")
+    return rc
 
 
 def _execute(todo: list[Job], jobs: list[Job], ledger: Ledger, workdir: Path, env: dict, force: bool,
@@ -295,6 +350,7 @@ def main(argv=None) -> int:
                    "(the trainer moves the old run into replaced-<time>/)")
     p.add_argument("--dry-run", action="store_true", help="print the jobs and their commands, run nothing")
     p.add_argument("--report-only", action="store_true", help="only rewrite the results from what is on disk")
+    p.add_argument("--no-analysis", action="store_true", help="skip the suite's `python -m jaxkd.analyze` step")
     p.add_argument("--list", action="store_true", help="list the suites and their runs")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if args.list:
@@ -316,6 +372,6 @@ def main(argv=None) -> int:
     seeds = suite.seeds if args.seeds is None else args.seeds
     return run_study(suite, Path(args.workdir), seeds=seeds,
                      smoke=args.smoke, only=only, sets=args.set, teacher_seeds=args.teacher_seeds, force=args.force,
-                     dry_run=args.dry_run,
-                     report_only=args.report_only, command=command,
+                     dry_run=args.dry_run, report_only=args.report_only, analysis=not args.no_analysis,
+                     command=command,
                      out=lambda m: print(m, flush=True))

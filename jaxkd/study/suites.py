@@ -56,6 +56,7 @@ class Suite:
     runs: tuple[Run, ...]
     seeds: int = 1                    # default of --seeds
     teacher_seeds: int | None = None  # None: a teacher per seed; M: teachers for seeds 0..M-1, student k uses k % M
+    analyze: tuple[str, ...] = ()     # runs whose seed-0 models `python -m jaxkd.analyze` compares after the runs
 
     def run(self, name: str) -> Run:
         for r in self.runs:
@@ -89,6 +90,9 @@ def validate_suite(suite: Suite) -> Suite:
                 raise StudyError(f"{where}: a distilled run needs 'twin', a run of role 'baseline'")
         elif r.teacher or r.twin:
             raise StudyError(f"{where}: only a distilled run has a teacher and a twin")
+    unknown = [a for a in suite.analyze if a not in by_name]
+    if unknown:
+        raise StudyError(f"suite '{suite.name}': 'analyze' names runs it does not have ({', '.join(unknown)})")
     order, state = [], {}
 
     def visit(r: Run):
@@ -229,7 +233,8 @@ CIFAR_TEACHERS = Suite(
     "DeiT-Tiny student alone (the same recipe without teacher or dist token: the twin the original lacked, §7.3) and "
     "soft-distilled from each teacher. The ConvNeXt V2 teacher starts from timm's ImageNet weights, the file "
     "weights/convnextv2_tiny.fcmae_ft_in22k_in1k.safetensors where the study runs (configs/cifar_convnextv2.py); "
-    "--smoke starts it from random weights.",
+    "--smoke starts it from random weights. Then `python -m jaxkd.analyze` compares the three students "
+    "(attention distance, head statistics, CKA within each and against its teacher, Hessian) in DIR/analysis/.",
     (
         Run("resnet18", "configs/cifar_resnet18.py", "teacher", original=95.10),
         Run("convnextv2", "configs/cifar_convnextv2.py", "teacher", original=93.10),
@@ -241,6 +246,7 @@ CIFAR_TEACHERS = Suite(
             original=90.11),
     ),
     seeds=1,
+    analyze=("deit", "deit_resnet18", "deit_convnextv2"),
 )
 
 SUITES: dict[str, Suite] = {s.name: s for s in (QUICKSTART, QUICKSTART_VARIANTS, MNIST, CIFAR, MNIST_RECIPE,
