@@ -4,10 +4,11 @@ with projectors (every teacher mode), the epoch weights (both weightings) and th
 
 Every case runs the JAX function (gradients by ``jax.vjp``) and the torch twin (autograd) on the same inputs and
 projector weights (torch_ref's heads, copied into jaxkd's with ``jaxkd.interop.torch_to_jax``), twice:
-* float32: value rel. error <= RTOL = 1e-6 (scale |torch value|); gradients w.r.t. every input and projector
-  parameter <= GRAD_RTOL = 5e-6 relative to the max |torch gradient| of the call (measured up to 1.0e-6: the fp32
-  rounding of the kernels, of exp and of the centring's cancellations; the float64 run shows the formulas are the
-  same);
+* float32: value rel. error <= RTOL = 1e-6 (scale |torch value|); gradients w.r.t. every input <= GRAD_RTOL =
+  5e-6 relative to the max |torch gradient| of the call (measured up to 1.0e-6: the fp32 rounding of the kernels,
+  of exp and of the centring's cancellations; the float64 run shows the formulas are the same) — for the cases with
+  projector networks and for the weighted sum (its terms are the cases above) the float32 value only (gradients in
+  float64: one compilation less per case);
 * float64 (JAX under ``jax.enable_x64``, torch double, heads built in float64): value and every gradient
   <= X64_RTOL = 1e-10, same scales.
 Negative controls: each test evaluates, in torch, the formula jaxkd would compute if it were wrong in the way the
@@ -89,10 +90,13 @@ class Run:
     float32 and float64. Keeps the float64 JAX gradients (``grads64``: inputs, then heads as torch-keyed dicts) and
     values for the negative controls."""
 
-    def __init__(self, jax_fn, torch_fn, arrays, torch_heads=()):
+    def __init__(self, jax_fn, torch_fn, arrays, torch_heads=(), grads32=True):
+        """``grads32=False``: float32 values only (gradients in float64 only): the float32 backward would be one
+        more compilation of the whole case."""
         self.values, self.grads64 = {}, None
         for jdt, tdt, sfx, vtol, gtol in ((jnp.float32, torch.float32, "", RTOL, GRAD_RTOL),
                                           (jnp.float64, torch.float64, "64", X64_RTOL, X64_RTOL)):
+            with_grads = bool(sfx) or grads32
             with jax.enable_x64(bool(sfx)):
                 heads = _jax_heads(torch_heads, jdt)
                 splits = [nnx.split(h) for h in heads]
@@ -102,21 +106,27 @@ class Run:
 
                 @jax.jit  # one compilation per case (eager JAX would compile every op of it on its own)
                 def value_and_grads(params, *xs):
+                    if not with_grads:
+                        return f(params, *xs), None
                     out, vjp = jax.vjp(f, params, *xs)
                     return out, vjp(jnp.ones_like(out))
 
                 out, grads = value_and_grads([p for _, p in splits], *(jnp.asarray(a, jdt) for a in arrays))
-                jgrads = [np.asarray(g) for g in grads[1:]]
-                jgrads += [jax_to_torch(nnx.merge(g, gp)) for (g, _), gp in zip(splits, grads[0])]
                 out = np.asarray(out)
+                if with_grads:
+                    jgrads = [np.asarray(g) for g in grads[1:]]
+                    jgrads += [jax_to_torch(nnx.merge(g, gp)) for (g, _), gp in zip(splits, grads[0])]
             mods = [_clone(m, tdt) for m in torch_heads]
             ts_ = [torch.tensor(a, dtype=tdt, requires_grad=True) for a in arrays]
             ref = torch_fn(mods, *ts_)
+            check("value" + sfx, out, ref, vtol)
+            self.values[sfx] = out
+            if not with_grads:
+                continue
             ref.backward()
             rgrads = [t.grad if t.grad is not None else torch.zeros_like(t) for t in ts_]
             rgrads += [{k: p.grad if p.grad is not None else torch.zeros_like(p) for k, p in m.named_parameters()}
                        for m in mods]
-            check("value" + sfx, out, ref, vtol)
             pairs = []
             for g, r in zip(jgrads, rgrads):
                 pairs += [(g[k], r[k]) for k in r] if isinstance(r, dict) else [(g, r)]
@@ -125,7 +135,6 @@ class Run:
                 assert all(float(np.max(np.abs(_np(g)), initial=0.0)) == 0.0 for g, _ in pairs)
             for g, r in pairs:
                 check("grad" + sfx, g, r, gtol, scale or 1.0)
-            self.values[sfx] = out
             if sfx:
                 self.grads64, self.gscale64 = jgrads, scale
         self.value = self.values[""]
@@ -281,7 +290,7 @@ def test_layerwise_structural_loss(heads, mode, kernel, n):
         out = lib.layerwise_structural_loss([s0, s1], [t0, t1], mods[:2], mods[2:] or None, **kw)
         return out["cka"] + 0.7 * out["gram"]
 
-    run = Run(lambda m, *a: call(jl, m, *a), lambda m, *a: call(ts, m, *a), arrays, [*s_heads, *th])
+    run = Run(lambda m, *a: call(jl, m, *a), lambda m, *a: call(ts, m, *a), arrays, [*s_heads, *th], grads32=False)
     with torch.no_grad():
         ps = [_clone(h, torch.float64)(_t64(a)) for h, a in zip(s_heads, arrays[:2])]
         raw_t = [_t64(a) for a in arrays[2:]]
@@ -344,7 +353,7 @@ def test_structural_distillation_loss(weighting, epoch, use_cka):
     def call(lib, s0, s1, t0, t1):
         return lib.structural_distillation_loss([s0, s1], [t0, t1], None, **kw)
 
-    run = Run(lambda _, *a: call(jl, *a)[0], lambda _, *a: call(ts, *a)[0], arrays)
+    run = Run(lambda _, *a: call(jl, *a)[0], lambda _, *a: call(ts, *a)[0], arrays, grads32=False)
     _, parts = jax.jit(lambda *a: call(jl, *a))(*(jnp.asarray(a) for a in arrays))
     _, ref = call(ts, *(torch.tensor(a) for a in arrays))
     want = {"gram", "lambda_gram"} | ({"cka", "lambda_cka"} if use_cka else set())
