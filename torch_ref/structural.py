@@ -63,7 +63,7 @@ def cka_loss(student, teacher, kernel_type="linear", *, normalize_features=True,
     return 1.0 - _cka(cka_kernel(s, kernel_type, **kw), cka_kernel(t, kernel_type, **kw), eps).mean()
 
 
-def gram_matrix_loss(student, teacher, *, gram_norm="squared", normalize_features=True, eps=1e-8):
+def gram_matrix_loss(student, teacher, *, gram_norm="squared", normalize_features=True):
     """mean_b ‖G_s − G_t‖_F / N² (the original, 'frobenius') or its square over N² ('squared')."""
     s, t = _point_sets(student, teacher)
     gs, gt = (cka_kernel(z, normalize_features=normalize_features) for z in (s, t))

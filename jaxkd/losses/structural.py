@@ -164,8 +164,8 @@ def cka_loss(student: Array, teacher: Array, kernel_type: str = "linear", *, nor
     return 1.0 - jnp.mean(_cka(cka_kernel(s, kernel_type, **kw), cka_kernel(t, kernel_type, **kw), eps))
 
 
-def gram_matrix_loss(student: Array, teacher: Array, *, gram_norm: str = "squared", normalize_features: bool = True,
-                     eps: float = 1e-8) -> Array:
+def gram_matrix_loss(student: Array, teacher: Array, *, gram_norm: str = "squared",
+                     normalize_features: bool = True) -> Array:
     """Gram-matrix loss of LATER §3.2: student (B, N, Ds), teacher (B, N, Dt) → 0-d, >= 0.
 
     G = X̂ X̂ᵀ per image (N×N), X̂ the tokens L2-normalised over D (cosine similarities; ``normalize_features``).
@@ -181,7 +181,7 @@ def gram_matrix_loss(student: Array, teacher: Array, *, gram_norm: str = "square
     ‖∂L/∂G‖ = 1/N² however close the Grams already are (no smooth minimum, a kink at equality); jaxkd default:
     the squared norm over N², the mean squared entry difference — independent of N, smooth with a vanishing
     gradient at the optimum, and the same number as the ``'gram'`` token loss (:func:`jaxkd.losses.gram_loss`);
-    ``gram_norm='frobenius'`` reproduces the original. ``eps`` is unused (kept for a common signature).
+    ``gram_norm='frobenius'`` reproduces the original.
     """
     check_choice("gram_norm", gram_norm, GRAM_NORMS)
     s, t = _as_point_sets(check_tokens("student", student), check_tokens("teacher", teacher), "gram_matrix_loss")
@@ -262,7 +262,7 @@ def layerwise_structural_loss(
             cka.append(cka_loss(ps, pt, cka_kernel_type, normalize_features=normalize_features,
                                 rbf_bandwidth=rbf_bandwidth, eps=eps))
         if use_gram:
-            gram.append(gram_matrix_loss(ps, pt, gram_norm=gram_norm, normalize_features=normalize_features, eps=eps))
+            gram.append(gram_matrix_loss(ps, pt, gram_norm=gram_norm, normalize_features=normalize_features))
     out = {}
     if use_cka:
         out["cka"] = sum(cka[1:], cka[0]) / n
