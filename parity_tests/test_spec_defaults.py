@@ -82,6 +82,13 @@ TWINS = [
     ("jaxkd.losses:token_correlation_loss", "torch_ref.losses:token_correlation_loss"),
     ("jaxkd.losses:rel_weight_at", "torch_ref.losses:rel_weight_at"),
     ("jaxkd.losses:ss_distillation_loss", "torch_ref.losses:ss_distillation_loss"),
+    ("jaxkd.losses:median_bandwidth", "torch_ref.structural:median_bandwidth"),
+    ("jaxkd.losses:cka_kernel", "torch_ref.structural:cka_kernel"),
+    ("jaxkd.losses:cka_loss", "torch_ref.structural:cka_loss"),
+    ("jaxkd.losses:gram_matrix_loss", "torch_ref.structural:gram_matrix_loss"),
+    ("jaxkd.losses:layerwise_structural_loss", "torch_ref.structural:layerwise_structural_loss"),
+    ("jaxkd.losses:structural_weights_at", "torch_ref.structural:structural_weights_at"),
+    ("jaxkd.losses:structural_distillation_loss", "torch_ref.structural:structural_distillation_loss"),
 ]
 
 

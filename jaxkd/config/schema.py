@@ -176,6 +176,20 @@ def base_config() -> ConfigDict:
         projector_warmup_epochs=0,
         teacher_projector="trainable",  # jaxkd: trainable (as the original) | frozen | identity
         teacher_dtype="auto",  # jaxkd: auto (the student's compute dtype, fp32 parameters) | float32 | bfloat16
+        # The original's later keys (LATER §5.1): structural losses on the token_layers (jaxkd.losses.structural),
+        # with their own projectors, and the CLS-only mode.
+        use_cka_loss=False,
+        lambda_cka=0.5,
+        cka_kernel_type="linear",  # linear | rbf (also in CLS-only batch mode, where the original used linear)
+        cka_warmup_epochs=5,  # λ_cka(e) and λ_gram(e) are 0 for e < this
+        use_gram_loss=False,
+        lambda_gram=0.5,
+        use_cls_only=False,  # class tokens per layer (L_tok, L_rel, CKA / Gram across the batch) instead of patches
+        # jaxkd: identity (raw teacher tokens) | frozen (a fixed random projector) | trainable (as the original)
+        structural_teacher_projector="identity",
+        structural_weights="separate",  # jaxkd: separate (λ_gram its own) | coupled (as the original: λ_cka for both)
+        cka_rbf_bandwidth="median_offdiag",  # jaxkd: median_offdiag | median_all (the diagonal too, as the original)
+        gram_norm="squared",  # jaxkd: squared (‖ΔG‖²_F / N²) | frobenius (‖ΔG‖_F / N², as the original)
     )
     return ConfigDict(dict(
         experiment_name="default", seed=42, output_dir="./outputs",
@@ -347,6 +361,14 @@ RULES: dict[str, Callable] = {
     "ss_distillation.projector_warmup_epochs": _rng(0),
     "ss_distillation.teacher_projector": _choice("trainable", "frozen", "identity"),
     "ss_distillation.teacher_dtype": _choice("auto", "float32", "bfloat16"),
+    "ss_distillation.lambda_cka": _rng(0),
+    "ss_distillation.cka_kernel_type": _choice("linear", "rbf"),
+    "ss_distillation.cka_warmup_epochs": _rng(0),
+    "ss_distillation.lambda_gram": _rng(0),
+    "ss_distillation.structural_teacher_projector": _choice("identity", "frozen", "trainable"),
+    "ss_distillation.structural_weights": _choice("separate", "coupled"),
+    "ss_distillation.cka_rbf_bandwidth": _choice("median_offdiag", "median_all"),
+    "ss_distillation.gram_norm": _choice("squared", "frobenius"),
 }
 
 
@@ -455,6 +477,14 @@ def _cross_checks(cfg: ConfigDict) -> Iterable[str]:
         if ss.teacher_type == "dinov2" and ss.teacher_img_size % 14:
             yield (f"config field 'ss_distillation.teacher_img_size' = {ss.teacher_img_size} must be a multiple of "
                    "the DINOv2 patch size 14 (e.g. 224)")
+        if ss.use_cls_only and ss.token_loss_type not in ("cosine", "mse"):
+            yield (f"config field 'ss_distillation.token_loss_type' = {ss.token_loss_type!r} compares the tokens of "
+                   "an image with each other, but use_cls_only gives one (class) token per image: use "
+                   "--config.ss_distillation.token_loss_type=cosine (or mse), or use_cls_only=false")
+        if ss.use_cls_only and not ss.use_pooled_correlation:
+            yield ("config field 'ss_distillation.use_pooled_correlation' = false correlates the tokens of an image "
+                   "(N x N), but use_cls_only gives one token per image (a 1 x 1 correlation, L_rel always 0): set "
+                   "--config.ss_distillation.use_pooled_correlation=true (the B x B correlation of class tokens)")
     if cfg.distillation.enabled:
         if not cfg.distillation.teacher_checkpoint:
             yield ("config field 'distillation.teacher_checkpoint' is empty: give a jaxkd workdir, checkpoint or "

@@ -9,7 +9,7 @@ import difflib
 from jaxkd import config as config_lib
 
 __all__ = ["SECTIONS", "TOP_LEVEL", "MODES", "ORIGINAL_KEYS", "NO_EQUIVALENT", "AUG_OPS", "AUG_PARAMS", "LR_PARAMS",
-           "did_you_mean"]
+           "DINOV2_WIDTHS", "did_you_mean"]
 
 SECTIONS = ("data", "model", "training", "logging", "vit", "distillation", "ss_distillation")
 TOP_LEVEL = ("experiment_name", "seed", "output_dir")
@@ -40,8 +40,14 @@ ORIGINAL_KEYS: dict[str, tuple[str, ...]] = {
                      "distillation_warmup_epochs", "alpha_schedule", "alpha_start", "alpha_end"),
     "ss_distillation": ("teacher_type", "teacher_model_name", "token_layers", "projection_dim", "lambda_tok",
                         "token_loss_type", "lambda_rel", "correlation_temperature", "correlation_loss_type",
-                        "use_pooled_correlation", "rel_warmup_epochs", "projector_warmup_epochs"),
+                        "use_pooled_correlation", "rel_warmup_epochs", "projector_warmup_epochs",
+                        # the original's later keys (LATER §5.1) and the teacher width its YAMLs state
+                        "use_cka_loss", "lambda_cka", "cka_kernel_type", "cka_warmup_epochs", "use_gram_loss",
+                        "lambda_gram", "use_dual_augment", "use_cls_only", "teacher_embed_dim"),
 }
+#: Token width of each official DINOv2 size (dinov2_vit{s,b,l,g}14[_reg]): the original's ss_distillation.
+#: teacher_embed_dim, which jaxkd reads from the teacher's weights instead (checked on import).
+DINOV2_WIDTHS = {"s": 384, "b": 768, "l": 1024, "g": 1536}
 
 #: The original's fields that only configure PyTorch machinery: what jaxkd does instead (one note each on import).
 NO_EQUIVALENT = {

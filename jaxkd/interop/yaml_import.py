@@ -40,6 +40,9 @@ vit.variant without embed_dim / num_heads  vit.embed_dim / vit.num_heads of the 
 model_type deit, no vit.img_size           vit.img_size from the dataset's image size
 distillation with a teacher_checkpoint     distillation.enabled (model_type deit; --mode to choose)
 an ss_distillation section                 ss_distillation.enabled (model_type deit; --mode to choose)
+ss_distillation.use_dual_augment           data.augmentation.teacher_view = clean (true) | student (false)
+ss_distillation.teacher_embed_dim          not a field: jaxkd reads the width from the teacher's weights; it must
+                                           be the width of teacher_model_name (dinov2_vits14: 384, ...)
 =========================================  =====================================================================
 
 Fields that only configure PyTorch machinery (:data:`NO_EQUIVALENT`: DataLoader workers, pinning, prefetching,
@@ -67,6 +70,7 @@ from jaxkd.interop.yaml_fields import (  # noqa: F401  (NO_EQUIVALENT, ORIGINAL_
     AUG_OPS,
     AUG_PARAMS,
     DATASET_SOURCES,
+    DINOV2_WIDTHS,
     EARLY_STOP_ALIASES,
     LR_PARAMS,
     MODES,
@@ -97,6 +101,7 @@ class _Converter:
         self.unsupported: list[tuple[str, Any, str]] = []  # (YAML field, value, why jaxkd cannot reproduce it)
         self.unknown: list[tuple[str, Any, str]] = []  # (YAML field neither project knows, value, did-you-mean)
         self.torch_only: list[tuple[str, Any, str]] = []  # (PyTorch machinery field, value, what jaxkd does)
+        self.teacher_embed_dim: Any = None  # the YAML's ss_distillation.teacher_embed_dim (checked in derive)
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def set(self, path: str, value: Any, yaml_key: str, note: str | None = None) -> None:
@@ -175,6 +180,12 @@ class _Converter:
                             "AdaptiveCNN (model.cnn_variant mnist or cifar) or a DeiT (model_type: deit)")
                 elif section == "logging" and k == "log_level" and isinstance(v, str):
                     self.set("logging.log_level", v.upper(), yk)
+                elif section == "ss_distillation" and k == "use_dual_augment":
+                    self.set("data.augmentation.teacher_view", "clean" if v else "student", yk,
+                             "the original's use_dual_augment: the teacher sees the clean view (not augmented, not "
+                             "mixed)" if v else None)
+                elif section == "ss_distillation" and k == "teacher_embed_dim":
+                    self.teacher_embed_dim = v
                 else:
                     self.direct(section, k, v, yk)
         self.derive()
@@ -383,7 +394,31 @@ class _Converter:
                 raise ConfigError(f"{self.where}: vit.variant '{v}' means embed_dim / num_heads {dims[0]} / "
                                   f"{dims[1]} but the YAML gives {got[0]} / {got[1]}: drop one of them, or set "
                                   "variant: custom")
+        self.check_teacher_width()
+        if c.ss_distillation.use_cka_loss or c.ss_distillation.use_gram_loss:
+            self.header.append(
+                "The structural losses run with jaxkd's defaults, which correct the original's (LATER.md §7.6-7.9: "
+                "teacher side without a trainable projector, lambda_gram its own weight, RBF bandwidth without the "
+                "diagonal, squared Gram norm); the original's own: --config.ss_distillation."
+                "structural_teacher_projector=trainable, structural_weights=coupled, cka_rbf_bandwidth=median_all, "
+                "gram_norm=frobenius.")
         self.modes()
+
+    def check_teacher_width(self) -> None:
+        """The original stated the DINOv2 teacher's width (teacher_embed_dim); jaxkd reads it from the weights, so
+        the value is only checked against the named model (a dinov2_custom or jaxkd teacher: not checkable)."""
+        dim, ss = self.teacher_embed_dim, self.cfg.ss_distillation
+        if dim is None:
+            return
+        name = ss.teacher_model_name
+        size = name[len("dinov2_vit")] if ss.teacher_type == "dinov2" and name != "dinov2_custom" else None
+        if size is not None and dim != DINOV2_WIDTHS[size]:
+            self.unsupported_field("ss_distillation.teacher_embed_dim", dim,
+                                   f"{name} has {DINOV2_WIDTHS[size]}-wide tokens; jaxkd reads the width from the "
+                                   "teacher's weights")
+        else:
+            self.header.append(f"ss_distillation.teacher_embed_dim = {dim} is not imported: jaxkd reads the "
+                               "teacher's width from its weights.")
 
     def modes(self) -> None:
         c, doc = self.cfg, self.doc

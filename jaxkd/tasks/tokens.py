@@ -10,6 +10,14 @@ heads, L = CE + λ_tok·L_tok + λ_rel(epoch)·L_rel, in the one trainer.
 - Projectors: one ProjectionHead per layer and side; the student's are trained (in the optimiser and the
   checkpoints); the teacher's are trained too ('trainable', as the original), or frozen at their random init
   (they then live with the teacher, outside the optimiser), or absent ('identity').
+- Structural losses (LATER §3.1-3.4; `use_cka_loss`, `use_gram_loss`): + λ_cka(e)·L_cka + λ_gram(e)·L_gram on the
+  same layers, through their own projectors (student side trained like the others; teacher side per
+  `structural_teacher_projector`: none by default, frozen, or trainable as the original). Logged as `cka`, `gram`,
+  `lambda_cka`, `lambda_gram`. The student's tokens reach them without the projector warm-up's gate (their own
+  warm-up is `cka_warmup_epochs`).
+- CLS-only (`use_cls_only`, LATER §3.5): the class token after each chosen block (student: before its final LN;
+  teacher: after its final LN) instead of the patch tokens, for L_tok, L_structural (across the batch) and, with the
+  final-LN class tokens of the student and of the teacher's last block, L_rel.
 - The dist head is not trained in this mode, so inference uses the class head.
 """
 
@@ -35,20 +43,30 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class _FrozenTeacher(nnx.Module):
-    """The teacher network and (in 'frozen' mode) the teacher-side projectors: the step's aux state."""
+    """The teacher network and (in 'frozen' mode) the teacher-side projectors of L_tok and of the structural losses:
+    the step's aux state."""
 
-    def __init__(self, net, projectors):
+    def __init__(self, net, projectors, structural_projectors=None):
         self.net = net
         self.projectors = projectors
+        self.structural_projectors = structural_projectors
 
 
 class SSStudent(nnx.Module):
-    """What token distillation trains: the DeiT and its projectors (and trainable teacher-side projectors)."""
+    """What token distillation trains: the DeiT and its projectors (and trainable teacher-side projectors), and
+    those of the structural losses (None when they are off)."""
 
-    def __init__(self, model, student_projectors, teacher_projectors):
+    def __init__(self, model, student_projectors, teacher_projectors, structural_student_projectors=None,
+                 structural_teacher_projectors=None):
         self.model = model
         self.student_projectors = student_projectors
         self.teacher_projectors = teacher_projectors
+        self.structural_student_projectors = structural_student_projectors
+        self.structural_teacher_projectors = structural_teacher_projectors
+
+
+def _structural(ss) -> bool:
+    return bool(ss.use_cka_loss or ss.use_gram_loss)
 
 
 def _custom_arch(path: Path, heads: int):
@@ -95,12 +113,16 @@ def load_ss_teacher(cfg, data) -> Teacher:
         raise ConfigError(f"config field 'ss_distillation.token_layers' = {list(ss.token_layers)}: the teacher has "
                           f"only {depth} blocks ({desc}); set --config.ss_distillation.token_layers=[...] with "
                           f"indices < {depth}, or use a deeper teacher")
-    projectors = None
+    projectors = structural = None
     if ss.teacher_projector == "frozen":
         rngs = nnx.Rngs(cfg.seed + 3)
         projectors = nnx.List([losses.ProjectionHead(dim, ss.projection_hidden_dim, ss.projection_dim, rngs=rngs)
                                for _ in ss.token_layers])
-    frozen = _FrozenTeacher(net, projectors)
+    if _structural(ss) and ss.structural_teacher_projector == "frozen":
+        rngs = nnx.Rngs(cfg.seed + 4)
+        structural = nnx.List([losses.ProjectionHead(dim, ss.projection_hidden_dim, ss.projection_dim, rngs=rngs)
+                               for _ in ss.token_layers])
+    frozen = _FrozenTeacher(net, projectors, structural)
     frozen.eval()
     teacher_precision(frozen, ss.teacher_dtype)
     if ss.teacher_dtype != "auto":
@@ -159,7 +181,12 @@ class SelfSupervisedDistillation(Task):
                               f"the student has {d_s} and the teacher {d_t}: use 'trainable' or 'frozen'")
         if ss.teacher_projector == "identity":
             s_proj = None
-        return SSStudent(model, s_proj, t_proj)
+        struct_s = struct_t = None
+        if _structural(ss):  # made after L_tok's heads, so that their initial values do not depend on this
+            struct_s = nnx.List([head(d_s) for _ in self.layers])
+            if ss.structural_teacher_projector == "trainable":
+                struct_t = nnx.List([head(d_t) for _ in self.layers])
+        return SSStudent(model, s_proj, t_proj, struct_s, struct_t)
 
     def teacher_input(self, image):
         """(B,H,W,C) normalised student view -> (B,S,S,C_t) the teacher's input (grey repeated to RGB for a
@@ -174,41 +201,64 @@ class SelfSupervisedDistillation(Task):
         return resize.resize_bilinear(x, (s, s)) if x.shape[1:3] != (s, s) else x
 
     def teacher_tokens(self, batch, aux):
+        """({block: tokens}, the frozen teacher, its token grid): patch tokens (B, N_t, D_t) after the teacher's
+        final LN, or with use_cls_only its class tokens (B, 1, D_t) (grid None)."""
         frozen = nnx.merge(self.teacher.graphdef, aux)
         x = self.teacher_input(batch.get("teacher_image", batch["image"]))
+        cls_only = self.cfg.ss_distillation.use_cls_only
         if self.teacher.kind == "dinov2":
-            outs = frozen.net.get_intermediate_layers(x, list(self.teacher_layers), norm=True)
+            outs = frozen.net.get_intermediate_layers(x, list(self.teacher_layers), norm=True,
+                                                      return_class_token=cls_only)
+            outs = [c[:, None] for _, c in outs] if cls_only else outs
             grid = (x.shape[1] // frozen.net.patch_size, x.shape[2] // frozen.net.patch_size)
         else:
             heads = frozen.net.forward_heads(x, token_layers=self.teacher_layers)
             p = frozen.net.num_prefix_tokens
-            outs = [frozen.net.norm(b)[:, p:] for b in heads["blocks"]]
+            outs = [frozen.net.norm(b)[:, :1] if cls_only else frozen.net.norm(b)[:, p:] for b in heads["blocks"]]
             grid = frozen.net.grid_size
         by_layer = dict(zip(self.teacher_layers, (jax.lax.stop_gradient(o.astype(jnp.float32)) for o in outs)))
-        return by_layer, frozen.projectors, grid
+        return by_layer, frozen, None if cls_only else grid
 
     def __call__(self, student: SSStudent, batch, epoch, aux):
         ss = self.cfg.ss_distillation
         model = student.model
         out = model.forward_heads(batch["image"], token_layers=self.layers)
         p = model.num_prefix_tokens
-        s_layers = [b[:, p:] for b in out["blocks"]]
+        tokens = slice(0, 1) if ss.use_cls_only else slice(p, None)  # the class token, or the patch tokens
+        raw_layers = [b[:, tokens] for b in out["blocks"]]
+        s_layers = raw_layers
         if ss.projector_warmup_epochs > 0:  # projectors align first: no token-loss gradient into the backbone yet
             gate = (epoch >= ss.projector_warmup_epochs).astype(jnp.float32)
             s_layers = [jax.lax.stop_gradient(t) + gate * (t - jax.lax.stop_gradient(t)) for t in s_layers]
-        t_by_layer, frozen_proj, t_grid = self.teacher_tokens(batch, aux)
+        t_by_layer, frozen, t_grid = self.teacher_tokens(batch, aux)
+        t_layers = [t_by_layer[i] for i in self.layers]
+        s_grid = None if ss.use_cls_only else model.grid_size
         mode = ss.teacher_projector
-        t_proj = student.teacher_projectors if mode == "trainable" else frozen_proj
+        t_proj = student.teacher_projectors if mode == "trainable" else frozen.projectors
         loss, parts = losses.ss_distillation_loss(
-            out["cls"], batch.get("target", batch["label"]), s_layers, [t_by_layer[i] for i in self.layers],
-            out["tokens"][:, p:], t_by_layer[self.teacher.depth - 1],
+            out["cls"], batch.get("target", batch["label"]), s_layers, t_layers,
+            out["tokens"][:, tokens], t_by_layer[self.teacher.depth - 1],
             None if student.student_projectors is None else list(student.student_projectors),
             None if t_proj is None else list(t_proj), epoch=epoch.astype(jnp.float32),
             lambda_tok=ss.lambda_tok, lambda_rel=ss.lambda_rel, rel_warmup_epochs=ss.rel_warmup_epochs,
             label_smoothing=self.label_smoothing, token_loss_type=ss.token_loss_type,
             teacher_mode="frozen" if mode == "frozen" else mode, correlation_tau=ss.correlation_temperature,
             pooled=ss.use_pooled_correlation, correlation_kind=ss.correlation_loss_type,
-            full_reduction=ss.correlation_full_reduction, student_grid=model.grid_size, teacher_grid=t_grid)
+            full_reduction=ss.correlation_full_reduction, student_grid=s_grid, teacher_grid=t_grid)
+        if _structural(ss):
+            if t_grid is not None:  # the teacher's patch tokens on the student's grid (as ss_distillation_loss does)
+                t_layers = [losses.resize_tokens(t, s_grid, t_grid) for t in t_layers]
+            smode = ss.structural_teacher_projector
+            st_proj = {"identity": None, "frozen": frozen.structural_projectors,
+                       "trainable": student.structural_teacher_projectors}[smode]
+            extra, sparts = losses.structural_distillation_loss(
+                raw_layers, t_layers, list(student.structural_student_projectors),
+                None if st_proj is None else list(st_proj), epoch=epoch.astype(jnp.float32),
+                use_cka=ss.use_cka_loss, use_gram=ss.use_gram_loss, lambda_cka=ss.lambda_cka,
+                lambda_gram=ss.lambda_gram, cka_warmup_epochs=ss.cka_warmup_epochs,
+                cka_kernel_type=ss.cka_kernel_type, teacher_mode=smode, weighting=ss.structural_weights,
+                rbf_bandwidth=ss.cka_rbf_bandwidth, gram_norm=ss.gram_norm)
+            loss, parts = loss + extra, {**parts, **sparts}
         return loss, {"accuracy": accuracy(out["cls"], batch["label"]), **parts}
 
     def student(self, trainable: SSStudent) -> nnx.Module:
