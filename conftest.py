@@ -94,6 +94,7 @@ HEAVY = [
     ("tests/test_wiring_tokens.py::test_jaxkd_vit_teacher_input_tokens_and_loss",),
     ("tests/test_continuation.py::test_trainer_resumes_at_the_next_epoch",),
     ("tests/test_cnn_teachers.py::test_teacher_preset_trains_and_a_deit_distils_from_it",),
+    ("tests/test_train_structural.py::test_training_with_cka_and_gram",),
     # the benchmark and tooling CLIs, each run for real on tiny settings
     ("tests/test_bench.py::test_gpu_report_smoke",),
     ("tests/test_bench.py::test_models_quick_json",),
