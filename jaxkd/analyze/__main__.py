@@ -12,11 +12,11 @@ WORKDIR/analysis for one workdir; name it with --out for several.
 The teacher of a distilled run is the one its config names (distillation / ss_distillation.teacher_checkpoint);
 --teacher WORKDIR names another (any jaxkd workdir trained on the same data) for every workdir given.
 
-Runtime, measured on 2 CPU cores shared with other work: the quickstart pair (configs/quickstart.py's CNN and
-quickstart_kd.py's DeiT; their validation split has 180 images) with --metrics all, 5 minutes: the CNN 3.4 (its
-Hessian 3.3: 100 probes and 26 Lanczos products), the DeiT 1.6. The Hessian is nearly all of it: up to --max-probes
-+ about 5·top-k Hessian-vector products, each a forward and a double backward pass over the n images; --metrics
-attention,heads,cka takes seconds once the model and data are loaded.
+Runtime, measured on 2 CPU cores: the quickstart pair (configs/quickstart.py's CNN and quickstart_kd.py's DeiT;
+their validation split has 180 images) with --metrics all, 3 minutes with the cores nearly idle (the CNN 117 s, its
+Hessian 115 s: 100 probes and 26 Lanczos products; the DeiT 51 s), 5 minutes beside other work. The Hessian is
+nearly all of it: up to --max-probes + about 5·top-k Hessian-vector products, each a forward and a double backward
+pass over the n images; --metrics attention,heads,cka takes seconds once the model and data are loaded.
 """
 
 from __future__ import annotations
