@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tasks", ("jaxkd.tasks",)),
     ("trainer", ("jaxkd.train",)),
     ("commands", ("jaxkd", "jaxkd.train.__main__", "jaxkd.data.__main__", "jaxkd.evaluate", "jaxkd.predict",
-                  "jaxkd.convert", "jaxkd.summary", "jaxkd.faults", "jaxkd.study", "jaxkd.bench")),
+                  "jaxkd.convert", "jaxkd.summary", "jaxkd.faults", "jaxkd.study", "jaxkd.bench", "jaxkd.analyze")),
     ("presets", ("jaxkd.configs",)),
 ]
 

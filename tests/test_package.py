@@ -23,6 +23,7 @@ socket.create_connection = _no_network
 socket.getaddrinfo = _no_network
 import jaxkd, jaxkd.config, jaxkd.models, jaxkd.losses, jaxkd.data, jaxkd.train, jaxkd.evaluate, jaxkd.predict
 import jaxkd.tasks.kd, jaxkd.tasks.tokens, jaxkd.tasks.teachers, jaxkd.train.checkpoint, jaxkd.convert
+import jaxkd.analyze.run, jaxkd.analyze.features, jaxkd.analyze.hessian, jaxkd.analyze.plots, jaxkd.analyze.__main__
 bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.") or m == "tensorflow")
 assert not bad, f"imported {bad[:3]}"
 print("ok")

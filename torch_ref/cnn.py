@@ -80,7 +80,7 @@ class AdaptiveCNN(nn.Module):
     def __init__(self, variant: str = "mnist", in_channels: int = 1, num_classes: int = 10,
                  head_dropout: float = 0.3, use_se: bool = True):
         super().__init__()
-        arch = ARCHITECTURES[variant]
+        arch = self.arch = ARCHITECTURES[variant]
         c0 = arch["stem"]
         stem = [nn.Conv2d(in_channels, c0, 3, 1, 1, bias=False), nn.BatchNorm2d(c0), nn.ReLU()]
         if arch["pool"]:
@@ -96,6 +96,18 @@ class AdaptiveCNN(nn.Module):
 
     def features_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+    def feature_maps(self, x: torch.Tensor) -> list:
+        """[stem output, then the output of each of SPEC §1's stages] (B,C,h,w): after the stem, every `count`
+        blocks of ``ARCHITECTURES[variant]["stages"]``."""
+        h = self.features[0](x)
+        maps, i = [h], 1
+        for _, count in self.arch["stages"]:
+            for _ in range(count):
+                h = self.features[i](h)
+                i += 1
+            maps.append(h)
+        return maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.global_pool(self.features(x)), 1))

@@ -105,10 +105,18 @@ dense.defvjp(_dense_fwd, _dense_bwd)
 
 
 class Linear(nnx.Linear):
-    """``nnx.Linear`` (same parameters, init, dtype promotion) computed with :func:`dense`."""
+    """``nnx.Linear`` (same parameters, init, dtype promotion) computed with :func:`dense`.
+
+    ``forward_ad`` (default False): when True, ``nnx.Linear``'s own expression instead, the same values, through
+    which forward-mode autodiff can go (``jax.jvp``, ``jax.hessian``, forward-over-reverse Hessian-vector products:
+    jaxkd.analyze), which :func:`dense`'s custom VJP does not allow. Set it on a whole model with
+    ``model.set_attributes(forward_ad=True, raise_if_not_found=False)``; training never does.
+    """
+
+    forward_ad = False
 
     def __call__(self, inputs: Array, out_sharding=None) -> Array:
-        if out_sharding is not None or self.preferred_element_type is not None:
+        if out_sharding is not None or self.preferred_element_type is not None or self.forward_ad:
             return super().__call__(inputs, out_sharding=out_sharding)
         kernel = self.kernel[...]
         bias = self.bias[...] if self.bias is not None else None

@@ -107,6 +107,7 @@ class AdaptiveCNN(nnx.Module):
 
     ``__call__``: x (B,H,W,in_channels) float -> logits (B,num_classes) float32 (float64 for float64 runs).
     ``features_map``: x -> last residual block's output (B,h,w,C) before global average pooling (Grad-CAM).
+    ``feature_maps``: the stem's and each stage's output (a stage: the run of blocks of one width), NHWC.
     Train/eval: ``model.train()`` (BN batch statistics, dropout on, rng stream 'dropout') / ``model.eval()``.
     """
 
@@ -155,6 +156,20 @@ class AdaptiveCNN(nnx.Module):
     def features_map(self, x: Array) -> Array:
         """x (B,H,W,C_in) -> last conv feature map (B,h,w,C) in the compute dtype (before GAP)."""
         return self.features(self._check_input(x))
+
+    def feature_maps(self, x: Array) -> list[Array]:
+        """x (B,H,W,C_in) -> [stem, stage 1, ..., stage S] outputs (B,h,w,C) in the compute dtype, a stage being the
+        run of residual blocks of one width (mnist: 32, 64, 128 -> 4 maps; cifar: 64, 128, 256, 512 -> 5 maps), as
+        ResNet18CIFAR.feature_maps gives [stem, layer1..4]. The last entry is :meth:`features_map`."""
+        layers = list(self.features.layers)
+        h = layers[0](self._check_input(x))
+        out = [h]
+        widths = [o for _, o, _ in _BLOCKS[self.variant]]
+        for i, block in enumerate(layers[1:]):
+            h = block(h)
+            if i + 1 == len(widths) or widths[i + 1] != widths[i]:
+                out.append(h)
+        return out
 
     def __call__(self, x: Array) -> Array:
         """x (B,H,W,C_in) float -> logits (B,num_classes) float32 (mean-pooled features -> MLP head)."""

@@ -131,12 +131,23 @@ class Activation(nnx.Module):
 
 
 class MaxPool2d(nnx.Module):
-    """torch ``nn.MaxPool2d(k)`` (stride k, no padding, floor) on NHWC input: (B,H,W,C) -> (B,H//k,W//k,C)."""
+    """torch ``nn.MaxPool2d(k)`` (stride k, no padding, floor) on NHWC input: (B,H,W,C) -> (B,H//k,W//k,C).
+
+    ``forward_ad`` (default False): when True, the plain window maximum (same values), through which forward-mode
+    autodiff can go, which :func:`max_pool_first_max`'s custom VJP does not allow (jaxkd.analyze's
+    Hessian-vector products set it, as for ``jaxkd.models.attention.Linear``); its gradient splits ties evenly
+    instead of sending them to the first maximum (a set of inputs of measure zero)."""
+
+    forward_ad = False
 
     def __init__(self, kernel_size: int):
         self.kernel_size = int(kernel_size)
 
     def __call__(self, x: Array) -> Array:
+        if self.forward_ad:
+            k = self.kernel_size
+            b, h, w, c = x.shape
+            return x[:, :h // k * k, :w // k * k].reshape(b, h // k, k, w // k, k, c).max(axis=(2, 4))
         return max_pool_first_max(x, self.kernel_size)
 
 
