@@ -88,6 +88,7 @@ HEAVY = [
     ("tests/test_yaml_presets.py::test_imported_presets_train[cifar_cnn]",),
     ("tests/test_yaml_presets.py::test_imported_presets_train[vit]",),
     ("tests/test_study.py::test_mnist_suite_smoke_end_to_end",),
+    ("tests/test_study.py::test_cifar_teachers_smoke_trains_and_analyses_the_students",),
     ("tests/test_study.py::test_study_writes_results", "tests/test_study.py::test_results_json_schema_twins_and_deltas",
      "tests/test_study.py::test_interrupted_study_resumes", "tests/test_study.py::test_changed_config_is_refused"),
     ("tests/test_recipe.py::",),

@@ -296,3 +296,24 @@ def test_mnist_suite_smoke_end_to_end(shared_data_dir, tmp_path):
         assert kd["distillation"]["distillation_type"] == name.split("_")[1]
     md = (tmp_path / "m" / "RESULTS.md").read_text()
     assert "# Study `mnist`" in md and "| deit_hard | vit |" in md and "| cnn | teacher |" in md
+
+
+def test_cifar_teachers_smoke_trains_and_analyses_the_students(shared_data_dir, tmp_path):
+    """`cifar-teachers --smoke` through the CLI on the real CIFAR-10 JPEGs, the ResNet-18 half (the ConvNeXt V2 pair
+    trains in tests/test_cnn_teachers.py): the teacher, the DeiT-Tiny alone and distilled from it train, the
+    distilled run is paired with its twin, then `python -m jaxkd.analyze` compares the two students in DIR/analysis/
+    (every metric, each against its own teacher where it has one); a second run finds the analysis up to date."""
+    args = ["cifar-teachers", "--workdir", "ct", "--smoke", "--only", "deit,deit_resnet18"]
+    r = _study(args, tmp_path, _env())
+    assert r["rc"] == 0, r["stdout"][-3000:] + r["stderr"][-3000:]
+    assert "analysis: deit, deit_resnet18 (log:" in r["stdout"] and "analysis: done" in r["stdout"], r["stdout"]
+    res = _results(tmp_path / "ct")
+    assert res["suite"] == "cifar_teachers" and res["runs"]["deit_resnet18"]["twin"] == "deit"
+    assert res["runs"]["deit_resnet18"]["delta"]["n"] == 1 and res["runs"]["resnet18"]["role"] == "teacher"
+    analysis = json.loads((tmp_path / "ct" / "analysis" / "analysis.json").read_text())
+    assert analysis["settings"]["split"] == "validation"
+    assert len(analysis["runs"]) == 2, list(analysis["runs"])
+    for png in ("cka_comparison.png", "attention_distances.png", "hessian.png"):
+        assert (tmp_path / "ct" / "analysis" / png).stat().st_size > 0, png
+    again = _study(args, tmp_path, _env())
+    assert again["rc"] == 0 and "analysis: up to date" in again["stdout"], again["stdout"][-2000:]

@@ -161,8 +161,9 @@ def run_study(suite: Suite, workdir: Path, *, seeds: int, smoke: bool = False, o
             cmd = " ".join(shlex.quote(x) for x in j.command("python", force=j.status == "conflict"))
             out(f"{j.key} [{j.status}]" + (f" teacher {j.teacher[0]}/seed{j.teacher[1]}" if j.teacher else "")
                 + f"\n    {cmd}")
-        if analysis and suite.analyze:
-            cmd = _analysis_command([j for j in jobs if j.run.name in suite.analyze and j.seed == 0], workdir, smoke)
+        chosen = [j for j in jobs if j.run.name in suite.analyze and j.seed == 0 and j.selected]
+        if analysis and chosen:
+            cmd = _analysis_command(chosen, workdir, smoke)
             out("analysis\n    " + " ".join(shlex.quote(x) for x in ["python", *cmd[1:]]))
         return 0
     workdir.mkdir(parents=True, exist_ok=True)
@@ -227,12 +228,17 @@ def _analysis_command(chosen: list[Job], workdir: Path, smoke: bool) -> list[str
 
 def _analyze(suite: Suite, jobs: list[Job], ledger: Ledger, workdir: Path, smoke: bool, env: dict,
              out: Callable[[str], None]) -> int:
-    """`python -m jaxkd.analyze` on the seed-0 models of `suite.analyze`, into DIR/analysis/ (its JSON and PNGs);
-    skipped while one of them has not finished, and when DIR/analysis/analysis.json is newer than all of them.
+    """`python -m jaxkd.analyze` on the seed-0 models of `suite.analyze` (those --only selected), into
+    DIR/analysis/ (its JSON and PNGs); skipped while one of them has not finished, and when
+    DIR/analysis/analysis.json is newer than all of them.
     Returns the analysis' exit code (0 when skipped)."""
     by_key = {j.key: j for j in jobs}
-    chosen = [by_key.get(f"{name}/seed0") for name in suite.analyze]
-    missing = [name for name, j in zip(suite.analyze, chosen) if j is None or j.refresh() != "finished"]
+    names = [n for n in suite.analyze if (j := by_key.get(f"{n}/seed0")) is not None and j.selected]
+    if not names:
+        out("analysis: skipped: --only selected none of " + ", ".join(suite.analyze))
+        return 0
+    chosen = [by_key[f"{name}/seed0"] for name in names]
+    missing = [name for name, j in zip(names, chosen) if j.refresh() != "finished"]
     if missing:
         out(f"analysis: skipped until {', '.join(m + '/seed0' for m in missing)} finished")
         return 0
@@ -244,7 +250,7 @@ def _analyze(suite: Suite, jobs: list[Job], ledger: Ledger, workdir: Path, smoke
     cmd = _analysis_command(chosen, workdir, smoke)
     log_path = workdir / "logs" / "analysis.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    out(f"analysis: {', '.join(suite.analyze)} (log: {log_path})")
+    out(f"analysis: {', '.join(names)} (log: {log_path})")
     t0 = time.time()
     with open(log_path, "a") as log:
         log.write(f"=== {datetime.datetime.now().isoformat(timespec='seconds')} "
@@ -252,7 +258,7 @@ def _analyze(suite: Suite, jobs: list[Job], ledger: Ledger, workdir: Path, smoke
         log.flush()
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     wall = time.time() - t0
-    ledger.data["analysis"] = {"rc": rc, "wall_s": round(wall, 3), "runs": list(suite.analyze)}
+    ledger.data["analysis"] = {"rc": rc, "wall_s": round(wall, 3), "runs": names}
     ledger.save()
     if rc == 0:
         out(f"analysis: done in {_fmt(wall)}: {result.parent}")
