@@ -56,34 +56,24 @@ def _choices(allowed: tuple[str, ...], what: str):
     return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be at least 1")
-    return v
+def _number(kind: type, test, must: str):
+    """An argparse type: `kind(text)` that passes `test`, else a one-line error saying it `must` be so."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not test(v):
+            raise argparse.ArgumentTypeError(f"{v} must be {must}")
+        return v
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{v} must be 0 or more")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{v} must be positive")
-    return v
+_positive = _number(int, lambda v: v >= 1, "at least 1")
+_count = _number(int, lambda v: v >= 0, "0 or more")
+_fraction = _number(float, lambda v: v > 0, "positive")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -70,3 +70,31 @@ def check_tokens(name: str, x: Array) -> Array:
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"{name} must be floating point; got dtype {x.dtype}")
     return as_float(x)
+
+
+def as_layers(x: Any) -> list:
+    """Per-layer token arrays as a list: one (B, N, D) array is one layer; None is none."""
+    if x is None:
+        return []
+    return [x] if hasattr(x, "ndim") else list(x)
+
+
+def check_layer_pairs(student_tokens: Any, teacher_tokens: Any, student_projectors: Any, teacher_projectors: Any,
+                      teacher_mode: str) -> tuple[list, list]:
+    """The (student, teacher) token layers of a layer-wise loss, each checked as :func:`check_tokens`: the same
+    non-zero number of layers, one student projector per layer (or None), and teacher projectors as
+    ``teacher_mode`` needs them (none for 'identity', one per layer otherwise). One-line ValueErrors."""
+    s_layers = [check_tokens(f"student_tokens[{i}]", x) for i, x in enumerate(as_layers(student_tokens))]
+    t_layers = [check_tokens(f"teacher_tokens[{i}]", x) for i, x in enumerate(as_layers(teacher_tokens))]
+    n = len(s_layers)
+    if not n or n != len(t_layers):
+        raise ValueError(f"need the same non-zero number of student and teacher layers; got {n} and {len(t_layers)}")
+    if student_projectors is not None and len(student_projectors) != n:
+        raise ValueError(f"need one student projector per layer ({n}); got {len(student_projectors)}")
+    if teacher_mode == "identity":
+        if teacher_projectors is not None:
+            raise ValueError("teacher_mode='identity' uses no teacher projectors; pass teacher_projectors=None")
+    elif teacher_projectors is None or len(teacher_projectors) != n:
+        got = "None" if teacher_projectors is None else len(teacher_projectors)
+        raise ValueError(f"teacher_mode={teacher_mode!r} needs one teacher projector per layer ({n}); got {got}")
+    return s_layers, t_layers

@@ -25,7 +25,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd.losses._common import Array, as_float, check_choice, check_tokens, is_host_number, l2_normalize
+from jaxkd.losses._common import (
+    Array,
+    as_float,
+    check_choice,
+    check_layer_pairs,
+    check_tokens,
+    is_host_number,
+    l2_normalize,
+)
 from jaxkd.losses.tokens import _center_gram
 
 __all__ = [
@@ -195,10 +203,6 @@ def gram_matrix_loss(student: Array, teacher: Array, *, gram_norm: str = "square
     return jnp.mean(fro) / (n * n)
 
 
-def _layers(x: Any) -> list:
-    return [x] if hasattr(x, "ndim") else list(x)
-
-
 def layerwise_structural_loss(
     student_tokens: Array | Sequence[Array],
     teacher_tokens: Array | Sequence[Array],
@@ -239,19 +243,9 @@ def layerwise_structural_loss(
     check_choice("teacher_mode", teacher_mode, STRUCTURAL_TEACHER_MODES)
     if not (use_cka or use_gram):
         raise ValueError("layerwise_structural_loss needs use_cka or use_gram")
-    s_layers = [check_tokens(f"student_tokens[{i}]", x) for i, x in enumerate(_layers(student_tokens))]
-    t_layers = [check_tokens(f"teacher_tokens[{i}]", x) for i, x in enumerate(_layers(teacher_tokens))]
+    s_layers, t_layers = check_layer_pairs(student_tokens, teacher_tokens, student_projectors, teacher_projectors,
+                                           teacher_mode)
     n = len(s_layers)
-    if not n or n != len(t_layers):
-        raise ValueError(f"need the same non-zero number of student and teacher layers; got {n} and {len(t_layers)}")
-    if student_projectors is not None and len(student_projectors) != n:
-        raise ValueError(f"need one student projector per layer ({n}); got {len(student_projectors)}")
-    if teacher_mode == "identity":
-        if teacher_projectors is not None:
-            raise ValueError("teacher_mode='identity' uses no teacher projectors; pass teacher_projectors=None")
-    elif teacher_projectors is None or len(teacher_projectors) != n:
-        got = "None" if teacher_projectors is None else len(teacher_projectors)
-        raise ValueError(f"teacher_mode={teacher_mode!r} needs one teacher projector per layer ({n}); got {got}")
     cka, gram = [], []
     for i, (s, t) in enumerate(zip(s_layers, t_layers)):
         ps = as_float(student_projectors[i](s)) if student_projectors is not None else s

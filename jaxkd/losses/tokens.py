@@ -15,7 +15,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxkd.losses._common import Array, as_float, check_choice, check_tokens, clamped_norm, l2_normalize
+from jaxkd.losses._common import (
+    Array,
+    as_float,
+    check_choice,
+    check_layer_pairs,
+    clamped_norm,
+    l2_normalize,
+)
 from jaxkd.models.layers import gelu_exact, torch_linear
 from jaxkd.models.resize import resize_bilinear
 
@@ -232,14 +239,6 @@ def _layer_loss(s: Array, t: Array, loss_type: str, eps: float, rbf_sigma: float
     return gram_loss(s, t, eps)
 
 
-def _as_layers(x: Any) -> list:
-    if x is None:
-        return []
-    if hasattr(x, "ndim"):  # a single (B, N, D) array = one layer
-        return [x]
-    return list(x)
-
-
 def token_representation_loss(
     student_tokens: Array | Sequence[Array],
     teacher_tokens: Array | Sequence[Array],
@@ -276,21 +275,8 @@ def token_representation_loss(
     """
     check_choice("loss_type", loss_type, TOKEN_LOSS_TYPES)
     check_choice("teacher_mode", teacher_mode, TEACHER_MODES)
-    s_layers = [check_tokens(f"student_tokens[{i}]", x) for i, x in enumerate(_as_layers(student_tokens))]
-    t_layers = [check_tokens(f"teacher_tokens[{i}]", x) for i, x in enumerate(_as_layers(teacher_tokens))]
-    if not s_layers or len(s_layers) != len(t_layers):
-        raise ValueError(
-            f"need the same non-zero number of student and teacher layers; got {len(s_layers)} and {len(t_layers)}"
-        )
-    n_layers = len(s_layers)
-    if student_projectors is not None and len(student_projectors) != n_layers:
-        raise ValueError(f"need one student projector per layer ({n_layers}); got {len(student_projectors)}")
-    if teacher_mode == "identity":
-        if teacher_projectors is not None:
-            raise ValueError("teacher_mode='identity' uses no teacher projectors; pass teacher_projectors=None")
-    elif teacher_projectors is None or len(teacher_projectors) != n_layers:
-        got = "None" if teacher_projectors is None else len(teacher_projectors)
-        raise ValueError(f"teacher_mode={teacher_mode!r} needs one teacher projector per layer ({n_layers}); got {got}")
+    s_layers, t_layers = check_layer_pairs(student_tokens, teacher_tokens, student_projectors, teacher_projectors,
+                                           teacher_mode)
     losses = []
     for i, (s, t) in enumerate(zip(s_layers, t_layers)):
         if s.shape[:2] != t.shape[:2]:
@@ -311,4 +297,4 @@ def token_representation_loss(
                 "with equal out_dim (identity mode needs the student projection dim to equal the teacher dim)"
             )
         losses.append(_layer_loss(ps, pt, loss_type, eps, rbf_sigma))
-    return sum(losses[1:], losses[0]) / n_layers
+    return sum(losses[1:], losses[0]) / len(s_layers)
