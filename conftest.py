@@ -62,7 +62,7 @@ def shared_data_dir() -> Path:
 # same commit always runs the same one (the header of the run prints it). A test that the review plan maps
 # (parity_tests/review_items*.py) is never dropped: REVIEW.md always has its result. A unit is kept or dropped
 # whole (tests sharing one expensive fixture).
-HEAVY_KEEP = 0.25
+HEAVY_KEEP = 0.2
 HEAVY = [
     # killed, stopped or refused runs and their reruns (tests/test_resume.py, test_multiprocess.py, the faults)
     ("tests/test_resume.py::test_kill9_then_rerun_is_bit_identical",),
