@@ -3,9 +3,9 @@ that resumes, the results files and their schema, the paired interval's arithmet
 bad input.
 
 One study is built once per session (shared by pytest-xdist workers through a file lock) in phases that leave it
-complete: (1) `--only teacher`, as a study stopped after its first run; (2) the full command, which must skip the
-teacher; (3) one run's summary.json removed (a run killed after its last checkpoint), the command again: that run
-resumes through the trainer, the others are skipped; (4) the command once more: nothing runs.
+complete: (1) `--only teacher`, as a study stopped after its first run; (2) the full command with `--jobs 2`, which
+must skip the teacher; (3) one run's summary.json removed (a run killed after its last checkpoint), the command
+again: that run resumes through the trainer, the others are skipped; (4) the command once more: nothing runs.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _build(base: Path) -> dict:
     env = _env()
     phases = {"first": _study([*ARGS, "--only", "teacher"], base, env)}
     assert phases["first"]["rc"] == 0, phases["first"]["stderr"][-3000:]
-    phases["full"] = _study(ARGS, base, env)
+    phases["full"] = _study([*ARGS, "--jobs", "2"], base, env)  # two runs at a time, each on its own core
     assert phases["full"]["rc"] == 0, phases["full"]["stdout"][-3000:] + phases["full"]["stderr"][-3000:]
     (base / "q" / "deit_kd" / "seed1" / "summary.json").unlink()
     phases["resume"] = _study(ARGS, base, env)
@@ -136,7 +136,7 @@ def test_interrupted_study_resumes(study):
     assert "study quickstart: results in" in p["first"]["stdout"]  # a partial study reports too
     full = p["full"]["stdout"]
     assert "teacher/seed0: finished earlier" in full and "skipped" in full
-    assert full.count(": done in") == 4 and "ETA" in full
+    assert full.count(": done in") == 4 and "ETA" in full and "2 at a time" in full
     resume = p["resume"]["stdout"]
     assert p["resume"]["rc"] == 0 and "deit_kd/seed1: resuming" in resume
     assert resume.count(": done in") == 1 and resume.count(": finished earlier (test") == 4

@@ -113,8 +113,8 @@ def collect(suite: Suite, jobs: Sequence[Job], ledger: dict, meta: dict) -> dict
     return {"suite": suite.name, "description": suite.description, "device": " / ".join(devs) or meta.get("device"),
             "versions": meta.get("versions", {}), "smoke": meta.get("smoke", False), "seeds": meta.get("seeds"),
             "teacher_seeds": meta.get("teacher_seeds"), "units": "fraction (accuracy and delta)",
-            "total_wall_s": sum(walls), "command": meta.get("command"), "generated": meta.get("generated"),
-            "runs": runs}
+            "total_wall_s": sum(walls), "elapsed_s": meta.get("elapsed_s"), "parallel": meta.get("parallel", 1),
+            "command": meta.get("command"), "generated": meta.get("generated"), "runs": runs}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -146,7 +146,9 @@ def markdown(res: dict) -> str:
                                                                             f"uses teacher seed k mod {ts}"),
              f"- device: {res['device'] or 'unknown'}",
              "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
-             f"- wall time of the runs: {_dur(res['total_wall_s'])}",
+             f"- wall time of the runs: {_dur(res['total_wall_s'])}" + (
+                 f"; the study's own clock: {_dur(res['elapsed_s'])}, {res.get('parallel') or 1} run(s) at a time"
+                 if res.get("elapsed_s") else ""),
              f"- command: `{res['command']}`" if res.get("command") else "",
              f"- generated: {res.get('generated')}", "",
              "## Test accuracy (%)", "",

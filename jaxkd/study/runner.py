@@ -1,7 +1,8 @@
-"""`python -m jaxkd.study SUITE --workdir DIR [--seeds N] [--smoke] [--only RUN,...] [--set KEY=VALUE ...]`
+"""`python -m jaxkd.study SUITE --workdir DIR [--seeds N] [--jobs N] [--smoke] [--only RUN,...] [--set KEY=VALUE ...]`
 
-Runs a suite's jobs one after another, each an ordinary `python -m jaxkd.train` in a subprocess (a crash of one run
-does not end the study; its dependants are skipped, the rest go on), then writes DIR/results.json, DIR/RESULTS.md
+Runs a suite's jobs, each an ordinary `python -m jaxkd.train` in a subprocess, one after another or `--jobs N` at
+once (each pinned to its share of the CPU cores; a student starts once its teacher has finished). A crash of one run
+does not end the study; its dependants are skipped, the rest go on, then writes DIR/results.json, DIR/RESULTS.md
 and DIR/results.png from what is on disk. Interrupted (Ctrl-C, SIGTERM: passed on to the run, which saves a
 checkpoint) and started again with the same command, it skips finished runs and the trainer resumes the unfinished
 one. A suite that names runs to analyse then runs `python -m jaxkd.analyze` on their seed-0 models into
@@ -74,10 +75,10 @@ def _fmt(s: float | None) -> str:
 
 
 class _Signals:
-    """SIGINT / SIGTERM: remembered and passed on to the running trainer, which saves a checkpoint and exits."""
+    """SIGINT / SIGTERM: remembered and passed on to the running trainers, which save a checkpoint and exit."""
 
     def __init__(self):
-        self.signum, self.child, self._old = 0, None, {}
+        self.signum, self.children, self._old = 0, [], {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -86,11 +87,12 @@ class _Signals:
 
     def _handle(self, signum, frame):
         self.signum = signum
-        if self.child is not None and self.child.poll() is None:
-            try:
-                self.child.send_signal(signum)
-            except OSError:
-                pass
+        for child in self.children:
+            if child.poll() is None:
+                try:
+                    child.send_signal(signum)
+                except OSError:
+                    pass
 
     def restore(self):
         for sig, h in self._old.items():
@@ -146,8 +148,12 @@ def _tail(path: Path, n: int = 3) -> str:
 
 def run_study(suite: Suite, workdir: Path, *, seeds: int, smoke: bool = False, only=None, sets=(),
               teacher_seeds: int | None = None, force: bool = False, dry_run: bool = False, report_only: bool = False,
-              analysis: bool = True, command: str | None = None, out: Callable[[str], None] = print) -> int:
-    """Plans, runs and reports a suite; returns the exit code (0, 1 when a run failed, 128+signal if stopped)."""
+              analysis: bool = True, command: str | None = None, parallel: int = 1,
+              out: Callable[[str], None] = print) -> int:
+    """Plans, runs and reports a suite; returns the exit code (0, 1 when a run failed, 128+signal if stopped).
+    `parallel` runs train at once (`--jobs`), each pinned to its share of the CPUs."""
+    if parallel < 1:
+        raise StudyError(f"--jobs must be at least 1, got {parallel}")
     jobs = plan(suite, workdir, seeds=seeds, smoke=smoke, only=only, sets=sets, teacher_seeds=teacher_seeds)
     todo = [j for j in jobs if j.selected]
     conflicts = [j for j in todo if j.status == "conflict"]
@@ -173,7 +179,12 @@ def run_study(suite: Suite, workdir: Path, *, seeds: int, smoke: bool = False, o
     failed: set[str] = set()
     code = 0
     if not report_only:
-        code = _execute(todo, jobs, ledger, workdir, env, force, out, failed)
+        t0 = time.time()
+        code = _execute(todo, jobs, ledger, workdir, env, force, out, failed, parallel)
+        if any(j.status != "finished" for j in todo):  # something ran: the study's own clock
+            ledger.data["elapsed_s"] = round(ledger.data.get("elapsed_s", 0.0) + time.time() - t0, 3)
+            ledger.data["parallel"] = parallel
+            ledger.save()
         if code >= 128:
             out(f"study stopped by signal {code - 128}: run the same command to go on (finished runs are skipped, "
                 "the unfinished one resumes)")
@@ -193,7 +204,8 @@ def run_study(suite: Suite, workdir: Path, *, seeds: int, smoke: bool = False, o
     vers = versions()
     meta = {"versions": vers, "smoke": smoke, "seeds": seeds, "device": device,
             "teacher_seeds": teacher_seeds if teacher_seeds is not None else suite.teacher_seeds,
-            "command": command, "generated": datetime.datetime.now().isoformat(timespec="seconds")}
+            "command": command, "generated": datetime.datetime.now().isoformat(timespec="seconds"),
+            "elapsed_s": ledger.data.get("elapsed_s"), "parallel": ledger.data.get("parallel", 1)}
     res = report.collect(suite, jobs, ledger.runs, meta)
     report.write_all(res, workdir)
     out(f"study {suite.name}: results in {workdir / 'RESULTS.md'}, {workdir / 'results.json'}, "
@@ -267,66 +279,167 @@ def _analyze(suite: Suite, jobs: list[Job], ledger: Ledger, workdir: Path, smoke
     return rc
 
 
+def cpu_groups(jobs: int) -> list[set[int] | None]:
+    """The CPUs of this process split into `jobs` disjoint groups (one per concurrent run), or [None] * jobs where
+    affinity is not available (macOS) or there are fewer CPUs than runs."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return [None] * jobs
+    if jobs <= 1 or len(cpus) < jobs:
+        return [None] * jobs
+    size, extra = divmod(len(cpus), jobs)
+    groups, start = [], 0
+    for i in range(jobs):
+        n = size + (1 if i < extra else 0)
+        groups.append(set(cpus[start:start + n]))
+        start += n
+    return groups
+
+
+def _slot_env(env: dict, jobs: int) -> dict:
+    """A concurrent run's environment: with several at once on one accelerator, each may take its share of its
+    memory (XLA preallocates 75 % by default); a fraction the user set is kept."""
+    if jobs <= 1 or "XLA_PYTHON_CLIENT_MEM_FRACTION" in env:
+        return env
+    return dict(env, XLA_PYTHON_CLIENT_MEM_FRACTION=f"{0.9 / jobs:.3f}")
+
+
+class _Running:
+    """One training subprocess of the study: its job, process, log, start time and CPU slot."""
+
+    def __init__(self, job: Job, prefix: str, proc: subprocess.Popen, log, start: str, slot: int):
+        self.job, self.prefix, self.proc, self.log, self.start, self.slot = job, prefix, proc, log, start, slot
+        self.t0 = time.time()
+
+
 def _execute(todo: list[Job], jobs: list[Job], ledger: Ledger, workdir: Path, env: dict, force: bool,
-             out: Callable[[str], None], failed: set[str]) -> int:
+             out: Callable[[str], None], failed: set[str], parallel: int = 1) -> int:
+    """Runs the unfinished jobs of `todo`, up to `parallel` at once (each pinned to its own share of the CPUs), a
+    job only once its teacher has finished. Returns 0, or 128 + signal when stopped."""
     n = len(todo)
     done_before = sum(j.status == "finished" for j in todo)
-    out(f"study: {n} runs in {workdir}" + (f", {done_before} finished earlier (skipped)" if done_before else ""))
+    at_once = f", {parallel} at a time" if parallel > 1 else ""
+    out(f"study: {n} runs in {workdir}{at_once}" + (f", {done_before} finished earlier (skipped)" if done_before
+                                                   else ""))
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     sig = _Signals()
     t_study = time.time()
     by_key = {j.key: j for j in jobs}
+    index = {j.key: i for i, j in enumerate(todo, 1)}
+    pending: list[Job] = []
+    for job in todo:
+        if job.status == "finished":
+            s = job.summary() or {}
+            out(f"[{index[job.key]}/{n}] {job.key}: finished earlier (test "
+                f"{s.get('test_accuracy', float('nan')):.4f}), skipped")
+        else:
+            pending.append(job)
+    groups = cpu_groups(parallel)
+    free = list(range(parallel))
+    running: list[_Running] = []
+
+    def eta() -> float | None:
+        left = _eta(pending, ledger, jobs)
+        now = time.time()
+        for r in running:
+            est = _estimate(r.job, ledger, jobs)
+            if est is None or left is None:
+                return None
+            left += max(0.0, est - (now - r.t0))
+        return left / max(1, min(parallel, len(pending) + len(running))) if left is not None else None
+
+    def teacher_state(job: Job) -> str:
+        """'ready', 'wait' (its teacher is still to run or running) or 'failed'."""
+        if not job.teacher:
+            return "ready"
+        t_key = f"{job.teacher[0]}/seed{job.teacher[1]}"
+        t_job = by_key.get(t_key)
+        if t_key in failed or t_job is None:
+            return "failed"
+        if any(r.job.key == t_key for r in running) or any(p.key == t_key for p in pending):
+            return "wait"
+        return "ready" if t_job.refresh() == "finished" else "failed"
+
+    def start(job: Job) -> None:
+        slot = free.pop(0)
+        prefix = f"[{index[job.key]}/{n}] {job.key}"
+        verb = {"resume": "resuming", "conflict": "replacing"}.get(job.status, "training")
+        cpus = groups[slot]
+        where = f" on CPUs {','.join(map(str, sorted(cpus)))}" if cpus is not None else ""
+        out(f"{prefix}: {verb} ({job.spec.replace(str(REPO) + os.sep, '')}){where}; study "
+            f"{_fmt(time.time() - t_study)}, ETA {_fmt(eta())}")
+        cmd = job.command(sys.executable, force=force and job.status == "conflict")
+        log = open(logs / f"{job.run.name}-seed{job.seed}.log", "a")
+        started = datetime.datetime.now().isoformat(timespec="seconds")
+        log.write(f"=== {started} {' '.join(shlex.quote(x) for x in cmd)}\n")
+        log.flush()
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_slot_env(env, parallel),
+                                preexec_fn=pin)
+        running.append(_Running(job, prefix, proc, log, started, slot))
+        sig.children.append(proc)
+
+    def finish(r: _Running, rc: int) -> None:
+        r.log.close()
+        running.remove(r)
+        sig.children.remove(r.proc)
+        free.append(r.slot)
+        free.sort()
+        wall = time.time() - r.t0
+        entry = ledger.runs.setdefault(r.job.key, {"attempts": []})
+        entry["attempts"].append({"start": r.start, "wall_s": round(wall, 3), "rc": rc})
+        entry["wall_s"] = round(sum(a["wall_s"] for a in entry["attempts"]), 3)
+        entry["rc"] = rc
+        entry["device"] = None
+        finished = rc == 0 and r.job.refresh() == "finished"
+        ledger.save()
+        if sig.signum:
+            return
+        if finished:
+            acc = (r.job.summary() or {}).get("test_accuracy", float("nan"))
+            out(f"{r.prefix}: done in {_fmt(wall)}, test {acc:.4f}; study {_fmt(time.time() - t_study)}, "
+                f"ETA {_fmt(eta())}")
+        else:
+            failed.add(r.job.key)
+            log_path = logs / f"{r.job.run.name}-seed{r.job.seed}.log"
+            out(f"{r.prefix}: FAILED (exit {rc}) after {_fmt(wall)}: {_tail(log_path)} (log: {log_path})")
+
     try:
-        for i, job in enumerate(todo, 1):
-            prefix = f"[{i}/{n}] {job.key}"
-            if job.status == "finished":
-                s = job.summary() or {}
-                out(f"{prefix}: finished earlier (test {s.get('test_accuracy', float('nan')):.4f}), skipped")
-                continue
-            if job.teacher:
-                t_key = f"{job.teacher[0]}/seed{job.teacher[1]}"
-                t_job = by_key.get(t_key)
-                if t_key in failed or t_job is None or t_job.refresh() != "finished":
-                    failed.add(job.key)
-                    out(f"{prefix}: skipped: its teacher {t_key} has not finished")
-                    continue
-            eta = _eta([j for j in todo[i - 1:] if j.status != "finished"], ledger, jobs)
-            verb = {"resume": "resuming", "conflict": "replacing"}.get(job.status, "training")
-            out(f"{prefix}: {verb} ({job.spec.replace(str(REPO) + os.sep, '')}); study {_fmt(time.time() - t_study)}"
-                f", ETA {_fmt(eta)}")
-            cmd = job.command(sys.executable, force=force and job.status == "conflict")
-            log_path = logs / f"{job.run.name}-seed{job.seed}.log"
-            entry = ledger.runs.setdefault(job.key, {"attempts": []})
-            start = datetime.datetime.now().isoformat(timespec="seconds")
-            t0 = time.time()
-            with open(log_path, "a") as log:
-                log.write(f"=== {start} {' '.join(shlex.quote(x) for x in cmd)}\n")
-                log.flush()
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-                sig.child = proc
-                rc = proc.wait()
-                sig.child = None
-            wall = time.time() - t0
-            entry["attempts"].append({"start": start, "wall_s": round(wall, 3), "rc": rc})
-            entry["wall_s"] = round(sum(a["wall_s"] for a in entry["attempts"]), 3)
-            entry["rc"] = rc
-            entry["device"] = None
-            finished = rc == 0 and job.refresh() == "finished"
-            ledger.save()
-            if sig.signum:
-                return 128 + sig.signum
-            rest = [j for j in todo[i:] if j.status != "finished"]
-            if finished:
-                acc = (job.summary() or {}).get("test_accuracy", float("nan"))
-                out(f"{prefix}: done in {_fmt(wall)}, test {acc:.4f}; study {_fmt(time.time() - t_study)}, "
-                    f"ETA {_fmt(_eta(rest, ledger, jobs))}")
-            else:
-                failed.add(job.key)
-                out(f"{prefix}: FAILED (exit {rc}) after {_fmt(wall)}: {_tail(log_path)} (log: {log_path})")
+        while pending or running:
+            if not sig.signum:
+                for job in list(pending):
+                    if not free:
+                        break
+                    state = teacher_state(job)
+                    if state == "wait":
+                        continue
+                    pending.remove(job)
+                    if state == "failed":
+                        failed.add(job.key)
+                        out(f"[{index[job.key]}/{n}] {job.key}: skipped: its teacher "
+                            f"{job.teacher[0]}/seed{job.teacher[1]} has not finished")
+                        continue
+                    start(job)
+            if not running:
+                if sig.signum or not pending:
+                    break
+                raise StudyError(f"{len(pending)} runs wait on teachers that will not run: "  # a planning defect
+                                 + ", ".join(j.key for j in pending))
+            time.sleep(0.2)
+            for r in list(running):
+                rc = r.proc.poll()
+                if rc is not None:
+                    finish(r, rc)
     finally:
+        for r in list(running):  # only on an exception here: the runs are stopped, not orphaned
+            if r.proc.poll() is None:
+                r.proc.send_signal(signal.SIGTERM)
+                r.proc.wait()
+            r.log.close()
         sig.restore()
-    return 0
+    return 128 + sig.signum if sig.signum else 0
 
 
 def _list_suites(out: Callable[[str], None]) -> None:
@@ -354,6 +467,9 @@ def main(argv=None) -> int:
                    "uses teacher seed k mod M); default: the suite's")
     p.add_argument("--force", action="store_true", help="train again runs whose workdir holds another config "
                    "(the trainer moves the old run into replaced-<time>/)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (default 1); on CPU each gets its "
+                   "own share of the cores (a small model trains faster on one core beside another run than on two "
+                   "cores alone), on one GPU its share of the memory; a student waits for its teacher")
     p.add_argument("--dry-run", action="store_true", help="print the jobs and their commands, run nothing")
     p.add_argument("--report-only", action="store_true", help="only rewrite the results from what is on disk")
     p.add_argument("--no-analysis", action="store_true", help="skip the suite's `python -m jaxkd.analyze` step")
@@ -379,5 +495,5 @@ def main(argv=None) -> int:
     return run_study(suite, Path(args.workdir), seeds=seeds,
                      smoke=args.smoke, only=only, sets=args.set, teacher_seeds=args.teacher_seeds, force=args.force,
                      dry_run=args.dry_run, report_only=args.report_only, analysis=not args.no_analysis,
-                     command=command,
+                     command=command, parallel=args.jobs,
                      out=lambda m: print(m, flush=True))
