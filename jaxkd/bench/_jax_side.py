@@ -150,6 +150,7 @@ def make_case(prep: dict, **kw) -> JaxCase:
 
 def _before_classes():
     import jax
+    import jax.numpy as jnp
     from flax import nnx
 
     from jaxkd.models import attention, cnn, layers, vit
@@ -170,6 +171,20 @@ def _before_classes():
                 x = self.stem(x)
             x = self.proj(x)
             return x.reshape(x.shape[0], -1, x.shape[-1])
+
+    class PatchGemmBefore(vit.PatchEmbed):
+        """Patchify + one GEMM as ``jnp.dot`` (kernel gradient ``xᵀ·g`` by autodiff) instead of
+        ``attention.dense``'s ``(gᵀ·x)ᵀ``."""
+
+        def __call__(self, x):
+            if self.stem is not None:
+                x = self.stem(x)
+            proj, p = self.proj, self.patch_size
+            b, h, w, c = x.shape
+            x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, -1, p * p * c)
+            dt = proj.dtype or x.dtype
+            y = jnp.dot(x.astype(dt), proj.kernel[...].reshape(p * p * c, -1).astype(dt), precision=proj.precision)
+            return y + proj.bias[...].astype(dt) if proj.bias is not None else y
 
     class ResidualBlockBefore(cnn.ResidualBlock):
         """The residual block's ReLUs as ``jax.nn.relu`` (``maximum(x, 0)``) instead of ``layers.relu``'s select."""
@@ -196,11 +211,11 @@ def _before_classes():
 
     return {"maxpool": {layers.MaxPool2d: MaxPoolBefore}, "patchify": {vit.PatchEmbed: PatchEmbedBefore},
             "relu": {cnn.ResidualBlock: ResidualBlockBefore, layers.Activation: ReluBefore},
-            "dense": {attention.Linear: LinearBefore}}
+            "dense": {attention.Linear: LinearBefore}, "patch_dense": {vit.PatchEmbed: PatchGemmBefore}}
 
 
 #: the names of the earlier implementations (:func:`apply_before`).
-BEFORE = ("maxpool", "patchify", "relu", "dense")
+BEFORE = ("maxpool", "patchify", "relu", "dense", "patch_dense")
 
 
 def apply_before(model, names) -> int:

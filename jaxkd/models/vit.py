@@ -26,7 +26,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxkd.config.schema import VIT_VARIANTS
-from jaxkd.models.attention import ATTENTION_IMPLEMENTATIONS, Attention, layer_norm, trunc_normal_init, vit_linear
+from jaxkd.models.attention import (
+    ATTENTION_IMPLEMENTATIONS,
+    Attention,
+    dense,
+    layer_norm,
+    trunc_normal_init,
+    vit_linear,
+)
 from jaxkd.models.layers import Activation, BatchNorm, gelu_exact
 from jaxkd.models.resize import resize_bicubic
 
@@ -263,8 +270,10 @@ class PatchEmbed(nnx.Module):
         b, h, w, c = x.shape
         x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, -1, p * p * c)
         dt = proj.dtype or x.dtype
-        y = jnp.dot(x.astype(dt), proj.kernel[...].reshape(p * p * c, -1).astype(dt), precision=proj.precision)
-        return y + proj.bias[...].astype(dt) if proj.bias is not None else y
+        # dense: the kernel gradient as (gᵀ·x)ᵀ, so XLA:CPU does not recompute the first block's gradient chain
+        # inside a transposed copy of g (19 ms of a 190 ms step of the MNIST ViT before; BENCH.md)
+        return dense(x.astype(dt), proj.kernel[...].reshape(p * p * c, -1).astype(dt),
+                     proj.bias[...].astype(dt) if proj.bias is not None else None, proj.precision)
 
 
 class DeiT(nnx.Module):
