@@ -271,7 +271,7 @@ class PatchEmbed(nnx.Module):
         x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, -1, p * p * c)
         dt = proj.dtype or x.dtype
         # dense: the kernel gradient as (gᵀ·x)ᵀ, so XLA:CPU does not recompute the first block's gradient chain
-        # inside a transposed copy of g (19 ms of a 190 ms step of the MNIST ViT before; BENCH.md)
+        # inside a transposed copy of g (``python -m jaxkd.bench models --before patch_dense``; BENCH.md)
         return dense(x.astype(dt), proj.kernel[...].reshape(p * p * c, -1).astype(dt),
                      proj.bias[...].astype(dt) if proj.bias is not None else None, proj.precision)
 
