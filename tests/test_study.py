@@ -147,6 +147,8 @@ def test_interrupted_study_resumes(study):
     ledger = json.loads((d / "study.json").read_text())["runs"]
     assert [len(ledger[k]["attempts"]) for k in sorted(ledger)] == [1, 2, 1, 1, 1]  # deit_kd/seed1 ran twice
     assert p["again"]["wall_s"] < 60  # nothing trained
+    study = json.loads((d / "study.json").read_text())
+    assert 0 < study["elapsed_s"] < sum(p[k]["wall_s"] for k in ("first", "full", "resume"))  # the study's clock
 
 
 def test_changed_config_is_refused(study, monkeypatch):

@@ -179,9 +179,9 @@ def run_study(suite: Suite, workdir: Path, *, seeds: int, smoke: bool = False, o
     failed: set[str] = set()
     code = 0
     if not report_only:
-        t0 = time.time()
+        t0, ran = time.time(), any(j.status != "finished" for j in todo)  # (statuses change as runs finish)
         code = _execute(todo, jobs, ledger, workdir, env, force, out, failed, parallel)
-        if any(j.status != "finished" for j in todo):  # something ran: the study's own clock
+        if ran:  # the study's own clock
             ledger.data["elapsed_s"] = round(ledger.data.get("elapsed_s", 0.0) + time.time() - t0, 3)
             ledger.data["parallel"] = parallel
             ledger.save()
