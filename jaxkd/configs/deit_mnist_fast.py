@@ -14,11 +14,11 @@ the two heads (DeiT's rule).
     python -m jaxkd.train --config configs/deit_mnist_fast.py:smoke --workdir /tmp/smoke \\
         --config.distillation.teacher_checkpoint=DIR   # seconds, CI
 
-Expected: hard 98.8 %, soft 98.7 % test. Measured (one CPU core each via taskset, beside another run; jax 0.10.2;
-teacher 99.51 %, seed 0): hard 98.76 % +- 0.06 over seeds 0-2 (98.82, 98.75, 98.71; 25-28 min a run,
-`--config.seed=K`), paired with the ViT twin (98.56, 98.65, 98.61) +0.15 points, 95 % interval [-0.08, +0.38]. Soft,
-seed 0 only: 98.70 % (24 min), +0.14 points to its twin (the previous recipe, patch 4 for 4 epochs: 96.62 % +- 0.08,
--0.12 points). See README "Results".
+Expected: hard 98.8 %, soft 98.7 % test. Measured by `python -m jaxkd.study mnist --workdir W --seeds 3 --jobs 2`
+(one CPU core each, beside another run; jax 0.10.2, jaxkd 2ebc71d; teacher 99.51 %, seed 0): hard 98.76 % +- 0.06
+over seeds 0-2 (98.82, 98.75, 98.71; 28 min a run), paired with the ViT twin (98.56, 98.65, 98.61) +0.15 points,
+95 % interval [-0.08, +0.38]; soft 98.71 % +- 0.11 (98.70, 98.83, 98.61; 29 min a run), +0.11 points, [-0.13, +0.34].
+Results: results/mnist/RESULTS.md and README "Results".
 """
 
 from mnist_cnn_fast import mnist_smoke
