@@ -231,7 +231,13 @@ class PatchEmbed(nnx.Module):
     Without a stem: ``proj`` = Conv(C→D, kernel P, stride P, bias). With ``use_conv_stem``: ``stem`` =
     [conv3x3 C→D/2 (no bias), BN, GELU, conv3x3 D/2→D (no bias), BN, GELU] (stride 1, padding 1), then
     ``proj`` = Conv(D→D, kernel P, stride P, bias). BatchNorms have torch semantics (jaxkd.models.layers).
+
+    ``forward_ad`` (default False): when True, the projection as a plain ``jnp.dot`` (same values) instead of
+    ``attention.dense``'s custom VJP, so forward-mode autodiff (the analysis' Hessian-vector products) can pass
+    through it, as ``attention.Linear.forward_ad``.
     """
+
+    forward_ad = False
 
     def __init__(self, *, img_size: tuple[int, int], patch_size: int, in_channels: int, embed_dim: int,
                  use_conv_stem: bool = False, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
@@ -272,8 +278,12 @@ class PatchEmbed(nnx.Module):
         dt = proj.dtype or x.dtype
         # dense: the kernel gradient as (gᵀ·x)ᵀ, so XLA:CPU does not recompute the first block's gradient chain
         # inside a transposed copy of g (``python -m jaxkd.bench models --before patch_dense``; BENCH.md)
-        return dense(x.astype(dt), proj.kernel[...].reshape(p * p * c, -1).astype(dt),
-                     proj.bias[...].astype(dt) if proj.bias is not None else None, proj.precision)
+        kernel = proj.kernel[...].reshape(p * p * c, -1).astype(dt)
+        bias = proj.bias[...].astype(dt) if proj.bias is not None else None
+        if self.forward_ad:
+            y = jnp.dot(x.astype(dt), kernel, precision=proj.precision)
+            return y + bias if bias is not None else y
+        return dense(x.astype(dt), kernel, bias, proj.precision)
 
 
 class DeiT(nnx.Module):
