@@ -150,7 +150,6 @@ def make_case(prep: dict, **kw) -> JaxCase:
 
 def _before_classes():
     import jax
-    import jax.numpy as jnp
     from flax import nnx
 
     from jaxkd.models import attention, cnn, layers, vit
@@ -174,17 +173,9 @@ def _before_classes():
 
     class PatchGemmBefore(vit.PatchEmbed):
         """Patchify + one GEMM as ``jnp.dot`` (kernel gradient ``xᵀ·g`` by autodiff) instead of
-        ``attention.dense``'s ``(gᵀ·x)ᵀ``."""
+        ``attention.dense``'s ``(gᵀ·x)ᵀ``: PatchEmbed's own ``forward_ad`` path."""
 
-        def __call__(self, x):
-            if self.stem is not None:
-                x = self.stem(x)
-            proj, p = self.proj, self.patch_size
-            b, h, w, c = x.shape
-            x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, -1, p * p * c)
-            dt = proj.dtype or x.dtype
-            y = jnp.dot(x.astype(dt), proj.kernel[...].reshape(p * p * c, -1).astype(dt), precision=proj.precision)
-            return y + proj.bias[...].astype(dt) if proj.bias is not None else y
+        forward_ad = True
 
     class ResidualBlockBefore(cnn.ResidualBlock):
         """The residual block's ReLUs as ``jax.nn.relu`` (``maximum(x, 0)``) instead of ``layers.relu``'s select."""
