@@ -308,8 +308,9 @@ def _slot_env(env: dict, jobs: int) -> dict:
 class _Running:
     """One training subprocess of the study: its job, process, log, start time and CPU slot."""
 
-    def __init__(self, job: Job, prefix: str, proc: subprocess.Popen, log, start: str, slot: int):
+    def __init__(self, job: Job, prefix: str, proc: subprocess.Popen, log, log_path: Path, start: str, slot: int):
         self.job, self.prefix, self.proc, self.log, self.start, self.slot = job, prefix, proc, log, start, slot
+        self.log_path = log_path
         self.t0 = time.time()
 
 
@@ -371,14 +372,15 @@ def _execute(todo: list[Job], jobs: list[Job], ledger: Ledger, workdir: Path, en
         out(f"{prefix}: {verb} ({job.spec.replace(str(REPO) + os.sep, '')}){where}; study "
             f"{_fmt(time.time() - t_study)}, ETA {_fmt(eta())}")
         cmd = job.command(sys.executable, force=force and job.status == "conflict")
-        log = open(logs / f"{job.run.name}-seed{job.seed}.log", "a")
+        log_path = logs / f"{job.run.name}-seed{job.seed}.log"
+        log = open(log_path, "a")
         started = datetime.datetime.now().isoformat(timespec="seconds")
         log.write(f"=== {started} {' '.join(shlex.quote(x) for x in cmd)}\n")
         log.flush()
         pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_slot_env(env, parallel),
                                 preexec_fn=pin)
-        running.append(_Running(job, prefix, proc, log, started, slot))
+        running.append(_Running(job, prefix, proc, log, log_path, started, slot))
         sig.children.append(proc)
 
     def finish(r: _Running, rc: int) -> None:
@@ -403,8 +405,7 @@ def _execute(todo: list[Job], jobs: list[Job], ledger: Ledger, workdir: Path, en
                 f"ETA {_fmt(eta())}")
         else:
             failed.add(r.job.key)
-            log_path = logs / f"{r.job.run.name}-seed{r.job.seed}.log"
-            out(f"{r.prefix}: FAILED (exit {rc}) after {_fmt(wall)}: {_tail(log_path)} (log: {log_path})")
+            out(f"{r.prefix}: FAILED (exit {rc}) after {_fmt(wall)}: {_tail(r.log_path)} (log: {r.log_path})")
 
     try:
         while pending or running:
